@@ -1,0 +1,304 @@
+"""The surgeon base class: gradients in, one direction out, written to ``.grad``.
+
+A surgeon owns a list of parameters and the method's state. ``backward`` computes the main and
+auxiliary gradients, ``combine`` turns them into one direction (advancing the state), and the
+direction lands in ``.grad`` for any ``torch.optim`` optimizer to apply.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .._validation import (
+    NonFiniteGradientError,
+    ParamsT,
+    check_choice,
+    check_grad_list,
+    check_lam,
+    check_loss,
+    collect_params,
+)
+
+NonFinite = Literal["raise", "skip"]
+GradList = list[Tensor | None]
+
+STATE = "state"
+STEP = "step"
+HYPERPARAMETERS = "hyperparameters"
+PARAM_GROUPS = "param_groups"
+METHOD = "method"
+
+
+class Surgeon(ABC):
+    """Base class of all surgeons (``Bloop``, ``Mixed``, ``PCGrad``, ``DynamicBarrier``).
+
+    Subclasses compute the direction from aligned lists of dense main and auxiliary gradients
+    (:meth:`_direction`); this class handles parameters, gradient computation, gradient
+    accumulation, missing gradients, finiteness checks, ``.grad`` and the state dict.
+    """
+
+    def __init__(
+        self, params: ParamsT, *, lam: float, foreach: bool = True, nonfinite: NonFinite = "raise"
+    ) -> None:
+        self.param_groups, self._params = collect_params(params)
+        self._lam = check_lam(lam)
+        if not isinstance(foreach, bool):
+            raise TypeError(f"Invalid foreach={foreach!r}: must be a bool")
+        self.foreach = foreach
+        self.nonfinite: NonFinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))  # type: ignore[assignment]
+        self.step_count = 0
+        self.skipped_steps = 0
+        self._acc_main: GradList | None = None
+        self._acc_aux: GradList | None = None
+
+    # ------------------------------------------------------------------ hyperparameters
+    @property
+    def lam(self) -> float:
+        """``lam >= 0``, the weight of the (processed) auxiliary gradient; may be changed."""
+        return self._lam
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        self._lam = check_lam(value)
+
+    @property
+    def params(self) -> list[Tensor]:
+        """The parameters, flattened over groups, in the order the state dict indexes them."""
+        return list(self._params)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The method's hyperparameters (saved in and restored from the state dict)."""
+        return {"lam": self._lam}
+
+    def _set_hyperparameters(self, hp: dict[str, Any]) -> None:
+        self.lam = hp["lam"]
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({len(self._params)} tensors, {hp})"
+
+    # ------------------------------------------------------------------ gradients
+    def _compute_gradients(self, main: Tensor, aux: Tensor) -> tuple[GradList, GradList]:
+        """``(d main / d params, d aux / d params)``, ``None`` where a loss does not reach."""
+        live = [i for i, p in enumerate(self._params) if p.requires_grad]
+        inputs = [self._params[i] for i in live]
+        g_main = torch.autograd.grad(main, inputs, retain_graph=True, allow_unused=True)
+        g_aux = torch.autograd.grad(aux, inputs, allow_unused=True)
+        full_main: GradList = [None] * len(self._params)
+        full_aux: GradList = [None] * len(self._params)
+        seen: set[int] = set()
+        for i, gm, ga in zip(live, g_main, g_aux):
+            full_main[i], full_aux[i] = _owned(gm, seen), _owned(ga, seen)
+        return full_main, full_aux
+
+    def backward(self, main: Tensor, aux: Tensor, *, accumulate: bool = False) -> None:
+        """Compute both gradients and leave the combined direction in each ``.grad``.
+
+        The two losses may share one forward graph or come from two forward passes. A parameter
+        that only one loss reaches counts as a zero gradient for the other; one that neither
+        reaches takes no part in the step (its ``.grad`` and state are left as they are).
+        ``.grad`` is *replaced* by the direction (not added to).
+
+        Gradient accumulation: call ``backward(..., accumulate=True)`` for every micro-batch
+        but the last and ``backward(...)`` for the last one, with each loss divided by the
+        number of micro-batches as usual. The surgeon sums the raw gradients and combines the
+        totals once, so the direction and the state equal those of one call on the whole batch.
+        ``.grad`` is left untouched until the last call.
+
+        Args:
+            main: the main loss (a scalar tensor that requires grad).
+            aux: the auxiliary loss (likewise).
+            accumulate: only accumulate this micro-batch's gradients.
+
+        Raises:
+            TypeError, ValueError: a loss is not a scalar tensor requiring grad; a gradient is sparse.
+            NonFiniteGradientError: a loss or gradient is inf/NaN and ``nonfinite="raise"``.
+        """
+        check_loss("main", main)
+        check_loss("aux", aux)
+        g_main, g_aux = self._compute_gradients(main, aux)
+        check_grad_list("main gradient", g_main, self._params)
+        check_grad_list("aux gradient", g_aux, self._params)
+        if self._acc_main is not None and self._acc_aux is not None:
+            g_main = _accumulate(self._acc_main, g_main)
+            g_aux = _accumulate(self._acc_aux, g_aux)
+        if accumulate:
+            self._acc_main, self._acc_aux = g_main, g_aux
+            return
+        self._acc_main = self._acc_aux = None
+        directions = self._combine_owned(g_main, g_aux, losses=(main, aux))
+        for p, d in zip(self._params, directions):
+            if d is None:
+                continue
+            if p.grad is None:
+                p.grad = d
+            else:
+                p.grad.copy_(d)
+
+    @property
+    def pending_micro_batches(self) -> bool:
+        """True between an ``accumulate=True`` call and the final ``backward``."""
+        return self._acc_main is not None
+
+    def combine(self, main_grads: GradList, aux_grads: GradList) -> GradList:
+        """The direction for gradients the caller already has; advances the state like ``backward``.
+
+        Args:
+            main_grads: one entry per parameter (``None`` meaning zero), dense, of the
+                parameter's shape, dtype and device.
+            aux_grads: likewise for the auxiliary loss.
+
+        Returns:
+            One direction per parameter (new tensors; the inputs are not modified), ``None``
+            where both gradients are ``None``.
+        """
+        main_list = check_grad_list("main_grads", main_grads, self._params)
+        aux_list = check_grad_list("aux_grads", aux_grads, self._params)
+        if self.pending_micro_batches:
+            raise RuntimeError("combine() called while micro-batches are pending; finish with backward()")
+        main_copy: GradList = [None if g is None else g.clone() for g in main_list]
+        aux_copy: GradList = [None if g is None else g.clone() for g in aux_list]
+        return self._combine_owned(main_copy, aux_copy, losses=None)
+
+    def _combine_owned(
+        self, g_main: GradList, g_aux: GradList, losses: tuple[Tensor, Tensor] | None
+    ) -> GradList:
+        """Combine gradients the surgeon owns (it may overwrite them)."""
+        index = [i for i, (gm, ga) in enumerate(zip(g_main, g_aux)) if gm is not None or ga is not None]
+        main = [_dense(g_main[i], self._params[i]) for i in index]
+        aux = [_dense(g_aux[i], self._params[i]) for i in index]
+        if not self._all_finite(main, aux, losses):
+            self.skipped_steps += 1
+            return [None] * len(self._params)
+        directions = self._direction(main, aux, index) if index else []
+        self.step_count += 1
+        out: GradList = [None] * len(self._params)
+        for i, d in zip(index, directions):
+            out[i] = d
+        return out
+
+    def _all_finite(self, main: list[Tensor], aux: list[Tensor], losses: tuple[Tensor, Tensor] | None) -> bool:
+        """One host synchronisation: are the losses and all gradients finite?"""
+        checks: list[tuple[str, list[Tensor]]] = [("main", main), ("aux", aux)]
+        flags = []
+        for _, grads in checks:
+            norms = torch._foreach_norm(grads, float("inf")) if grads else []
+            flags.append(torch.stack([n.float() for n in norms]).isfinite().all() if norms else None)
+        loss_flags = [torch.isfinite(loss.detach()).all() for loss in losses] if losses else [None, None]
+        names = ("main", "aux")
+        values = [f for f in (*flags, *loss_flags) if f is not None]
+        if not values or bool(torch.stack([v.cpu() for v in values]).all()):
+            return True
+        if self.nonfinite == "skip":
+            return False
+        bad = [
+            names[k]
+            for k in range(2)
+            if (flags[k] is not None and not bool(flags[k])) or (loss_flags[k] is not None and not bool(loss_flags[k]))
+        ]
+        raise NonFiniteGradientError(
+            f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was changed. "
+            "Pass nonfinite='skip' to skip such steps instead."
+        )
+
+    @abstractmethod
+    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
+        """The direction for the parameters ``index`` (may overwrite ``main``/``aux``)."""
+
+    # ------------------------------------------------------------------ state
+    def _method_state(self) -> dict[int, dict[str, Tensor]]:
+        """Per-parameter state tensors, keyed by parameter index (none by default)."""
+        return {}
+
+    def _load_method_state(self, state: dict[int, dict[str, Tensor]]) -> None:
+        """Install per-parameter state already validated by :meth:`_check_method_state`."""
+
+    def _check_method_state(self, state: dict[int, dict[str, Tensor]]) -> dict[int, dict[str, Tensor]]:
+        if state:
+            raise ValueError(f"Invalid state_dict: {type(self).__name__} keeps no per-parameter state")
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The surgeon's state: plain tensors, numbers and strings (``weights_only`` loadable)."""
+        if self.pending_micro_batches:
+            raise RuntimeError(
+                "state_dict() called while micro-batches are pending; call it after the final backward()"
+            )
+        index = 0
+        groups = []
+        for group in self.param_groups:
+            n = len(group["params"])
+            groups.append({"params": list(range(index, index + n))})
+            index += n
+        return {
+            METHOD: type(self).__name__,
+            STEP: self.step_count,
+            "skipped_steps": self.skipped_steps,
+            HYPERPARAMETERS: self.hyperparameters(),
+            PARAM_GROUPS: groups,
+            STATE: {i: {k: v.clone() for k, v in s.items()} for i, s in self._method_state().items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state saved by :meth:`state_dict`; validates everything before changing anything."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"Invalid state_dict: expected a dict, got {type(state_dict).__name__}")
+        missing = {METHOD, STEP, HYPERPARAMETERS, PARAM_GROUPS, STATE} - set(state_dict)
+        if missing:
+            raise ValueError(f"Invalid state_dict: missing keys {sorted(missing)}")
+        if state_dict[METHOD] != type(self).__name__:
+            raise ValueError(
+                f"Invalid state_dict: it was saved by {state_dict[METHOD]}, not {type(self).__name__}"
+            )
+        sizes = [len(g["params"]) for g in state_dict[PARAM_GROUPS]]
+        if sizes != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(
+                f"Invalid state_dict: parameter groups of sizes {sizes} do not fit this surgeon's "
+                f"{[len(g['params']) for g in self.param_groups]}"
+            )
+        probe = type(self).__new__(type(self))
+        probe.__dict__.update(self.__dict__)
+        probe._set_hyperparameters(dict(state_dict[HYPERPARAMETERS]))  # validates
+        state = self._check_method_state(dict(state_dict[STATE]))
+        self.__dict__.update(probe.__dict__)
+        self.step_count = int(state_dict[STEP])
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+        self._load_method_state(state)
+
+
+def _owned(g: Tensor | None, seen: set[int]) -> Tensor | None:
+    """A gradient we may write into.
+
+    Autograd may hand back expanded views or one tensor for several inputs (``a + b``); such
+    results are copied so that writing the direction into one never changes another.
+    """
+    if g is None or g.is_sparse:
+        return g
+    if not g.is_contiguous():
+        g = g.contiguous()
+    ptr = g.untyped_storage().data_ptr()
+    if ptr in seen:
+        g = g.clone()
+        ptr = g.untyped_storage().data_ptr()
+    seen.add(ptr)
+    return g
+
+
+def _dense(g: Tensor | None, p: Tensor) -> Tensor:
+    return torch.zeros_like(p, memory_format=torch.contiguous_format) if g is None else g
+
+
+def _accumulate(acc: GradList, new: GradList) -> GradList:
+    out: GradList = []
+    for a, n in zip(acc, new):
+        if a is None:
+            out.append(n)
+        elif n is None:
+            out.append(a)
+        else:
+            out.append(a.add_(n))
+    return out

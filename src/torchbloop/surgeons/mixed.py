@@ -1,0 +1,32 @@
+"""Mixed: the usual regulariser, as a surgeon."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..functional import mixed_direction
+from ._base import Surgeon
+
+
+class Mixed(Surgeon):
+    r"""The gradient of ``L_main + lam * L_aux``: :math:`d = g_{main} + \lambda g_{aux}`.
+
+    The baseline every gradient-surgery method is compared with. Stateless.
+
+    Args:
+        params: what a ``torch.optim`` optimizer takes.
+        lam: :math:`\lambda \ge 0`.
+        foreach: use the multi-tensor kernels.
+        nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop import Mixed
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        >>> Mixed([w], lam=0.5).backward(main=w.sum(), aux=w.pow(2).sum() / 2)
+        >>> w.grad
+        tensor([1.5000, 2.0000])
+    """
+
+    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
+        return mixed_direction(main, aux, lam=self.lam, out=aux, foreach=self.foreach)
