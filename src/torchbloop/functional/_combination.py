@@ -55,7 +55,7 @@ def add_scaled_(out: list[Tensor], c: Coef, xs: TensorList, *, foreach: bool = T
                 o.add_(x, alpha=c)  # type: ignore[arg-type]
         return
     if foreach:
-        torch._foreach_addcmul_(out, list(xs), [c] * len(out))  # type: ignore[arg-type]
+        torch._foreach_addcmul_(out, list(xs), [c] * len(out))  # type: ignore[arg-type, list-item]
     else:
         for o, x in zip(out, xs):
             o.addcmul_(x, c)  # type: ignore[arg-type]

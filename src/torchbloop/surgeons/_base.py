@@ -216,6 +216,7 @@ class Surgeon(ABC):
 
     def _load_method_state(self, state: dict[int, dict[str, Tensor]]) -> None:
         """Install per-parameter state already validated by :meth:`_check_method_state`."""
+        del state  # stateless methods keep nothing
 
     def _check_method_state(self, state: dict[int, dict[str, Tensor]]) -> dict[int, dict[str, Tensor]]:
         if state:
