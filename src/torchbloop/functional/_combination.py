@@ -13,6 +13,7 @@ import numbers
 import torch
 from torch import Tensor
 
+from . import _blocked
 from ._types import TensorList
 
 Coef = float | Tensor
@@ -76,6 +77,9 @@ def axpby(
         The list holding the result: ``out`` if given, else new tensors in ``x``'s dtypes.
     """
     if out is not None and _aliases(out, y):
+        if _is_number(a) and a == 1 and _is_number(b) and foreach and _blocked.blockable(x, y):
+            _blocked.add_project_(x, out, float(b))  # out = x + b * out, one pass on the CPU
+            return out
         _scale_(out, b, foreach)
         add_scaled_(out, a, x, foreach=foreach)
         return out
@@ -87,6 +91,8 @@ def axpby(
         result = list(torch._foreach_mul(list(x), a))  # type: ignore[arg-type]
     else:
         result = [t.mul(a) for t in x]
+    # A 0-dim tensor times a 0-dim tensor coefficient promotes (bf16 * f32 -> f32): keep x's dtype.
+    result = [r if r.dtype == t.dtype else r.to(t.dtype) for r, t in zip(result, x)]
     add_scaled_(result, b, y, foreach=foreach)
     if out is None:
         return result

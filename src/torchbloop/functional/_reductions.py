@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import _blocked
 from ._types import Reducer, TensorList
 
 
@@ -65,6 +66,9 @@ def global_dots(
     if not pairs:
         raise ValueError("Invalid pairs=[]: need at least one pair of tensor lists")
     acc = dtype or accumulation_dtype(*(x for pair in pairs for x in pair))
+    fast = _blocked_dots(pairs, acc)
+    if fast is not None:
+        return reduce(fast) if reduce is not None else fast
     device = _first_device(pairs)
     results = []
     for a, b in pairs:
@@ -77,6 +81,15 @@ def global_dots(
         results.append(torch.stack(terms).sum() if terms else torch.zeros((), dtype=acc, device=device))
     out = torch.stack(results)
     return reduce(out) if reduce is not None else out
+
+
+def _blocked_dots(pairs: Sequence[tuple[TensorList, TensorList]], acc: torch.dtype) -> Tensor | None:
+    """The cache-blocked CPU path of :func:`global_dots`, or None where it does not apply."""
+    lists = [x for pair in pairs for x in pair]
+    if not lists[0] or not _blocked.blockable(*lists) or any(t.dtype != acc for t in lists[0]):
+        return None
+    terms = _blocked.dot_terms(pairs)
+    return torch.stack([torch.stack(t).sum() for t in terms])
 
 
 def global_dots_reference(

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from . import _blocked
 from ._combination import add_scaled_, axpby
 from ._reductions import global_dots
 from ._reference import flat64, project_out64, unflat
@@ -66,10 +67,17 @@ def bloop_direction(
     """
     dots = global_dots([(aux_grads, ema), (ema, ema)], reduce=reduce)
     coef, skipped = projection_coefficient(dots[0], dots[1])
+    if out is not None and foreach and _same(out, aux_grads) and _blocked.blockable(main_grads, aux_grads, ema):
+        _blocked.add_project_(main_grads, out, lam, ema, coef)  # one pass per block on the CPU
+        return BloopDirection(out, coef, skipped)
     direction = axpby(1.0, main_grads, lam, aux_grads, out=out, foreach=foreach)
     if lam != 0:
         add_scaled_(direction, coef * (-lam), ema, foreach=foreach)
     return BloopDirection(direction, coef, skipped)
+
+
+def _same(a: TensorList, b: TensorList) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 def bloop_direction_reference(
