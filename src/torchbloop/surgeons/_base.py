@@ -8,7 +8,7 @@ direction lands in ``.grad`` for any ``torch.optim`` optimizer to apply.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -21,6 +21,16 @@ from .._validation import (
     check_lam,
     check_loss,
     collect_params,
+)
+from ..amp import autocast_disabled, loss_scale, poison_, rescale_, unscale_
+from ..distributed.data_parallel import ProcessGroupArg, average_gradients_, data_parallel_group
+from ..distributed.sharded import (
+    ShardedReducer,
+    as_sharded_like,
+    gradients_through_backward,
+    is_sharded,
+    local,
+    sharded_reducer,
 )
 
 NonFinite = Literal["raise", "skip"]
@@ -39,10 +49,27 @@ class Surgeon(ABC):
     Subclasses compute the direction from aligned lists of dense main and auxiliary gradients
     (:meth:`_direction`); this class handles parameters, gradient computation, gradient
     accumulation, missing gradients, finiteness checks, ``.grad`` and the state dict.
+
+    Distributed training: with ``process_group="auto"`` (the default) and an initialised process
+    group of several ranks, :meth:`backward` averages the gradients over the ranks itself (one
+    collective; see :mod:`torchbloop.distributed.data_parallel`), so a model wrapped in
+    ``DistributedDataParallel`` trains as in one process. Pass ``process_group=None`` when the
+    ranks must not be averaged (e.g. independent runs), or a group to average over that group.
+    Sharded (FSDP2/DTensor) parameters are detected and handled by subclasses that set
+    ``_supports_sharding`` (see :mod:`torchbloop.distributed.sharded`).
     """
 
+    _supports_sharding: ClassVar[bool] = False
+    """Whether :meth:`_direction` passes ``self._reduce`` to every inner product it computes."""
+
     def __init__(
-        self, params: ParamsT, *, lam: float, foreach: bool = True, nonfinite: NonFinite = "raise"
+        self,
+        params: ParamsT,
+        *,
+        lam: float,
+        foreach: bool = True,
+        nonfinite: NonFinite = "raise",
+        process_group: ProcessGroupArg = "auto",
     ) -> None:
         self.param_groups, self._params = collect_params(params)
         self._lam = check_lam(lam)
@@ -54,6 +81,9 @@ class Surgeon(ABC):
         self.skipped_steps = 0
         self._acc_main: GradList | None = None
         self._acc_aux: GradList | None = None
+        data_parallel_group(process_group if isinstance(process_group, str) else None)  # validates
+        self.process_group: ProcessGroupArg = process_group
+        self._reduce: ShardedReducer | None = None
 
     # ------------------------------------------------------------------ hyperparameters
     @property
@@ -95,7 +125,21 @@ class Surgeon(ABC):
             full_main[i], full_aux[i] = _owned(gm, seen), _owned(ga, seen)
         return full_main, full_aux
 
-    def backward(self, main: Tensor, aux: Tensor, *, accumulate: bool = False) -> None:
+    def _compute_gradients_with_backward(
+        self, main: Tensor, aux: Tensor
+    ) -> tuple[GradList, GradList]:
+        """Both gradients through ``Tensor.backward`` (FSDP2 reduce-scatters in its hooks)."""
+        return gradients_through_backward(self._params, main, aux)
+
+    def backward(
+        self,
+        main: Tensor,
+        aux: Tensor,
+        *,
+        accumulate: bool = False,
+        scaler: Any = None,
+        aux_replicated: bool = False,
+    ) -> None:
         """Compute both gradients and leave the combined direction in each ``.grad``.
 
         The two losses may share one forward graph or come from two forward passes. A parameter
@@ -109,20 +153,45 @@ class Surgeon(ABC):
         totals once, so the direction and the state equal those of one call on the whole batch.
         ``.grad`` is left untouched until the last call.
 
+        Mixed precision: with a ``torch.amp.GradScaler`` pass the UNSCALED losses and
+        ``scaler=scaler``, then call ``scaler.step(opt)`` and ``scaler.update()`` as usual;
+        ``.grad`` holds the scaled direction, the state sees unscaled gradients, and an overflow
+        step changes no state and is skipped by the scaler (see :mod:`torchbloop.amp`).
+
+        Data parallelism: with an initialised process group the gradients are averaged over
+        the ranks in one collective before they are combined (see ``process_group``).
+
         Args:
             main: the main loss (a scalar tensor that requires grad).
             aux: the auxiliary loss (likewise).
             accumulate: only accumulate this micro-batch's gradients.
+            scaler: a ``torch.amp.GradScaler`` (or ``None``).
+            aux_replicated: the auxiliary loss is the same on every rank (it depends on the
+                parameters only, e.g. weight decay), so its gradient is not communicated.
 
         Raises:
             TypeError, ValueError: a loss is not a scalar tensor requiring grad; a gradient is sparse.
-            NonFiniteGradientError: a loss or gradient is inf/NaN and ``nonfinite="raise"``.
+            NonFiniteGradientError: a loss or gradient is inf/NaN and ``nonfinite="raise"``
+                (never with a scaler).
         """
         check_loss("main", main)
         check_loss("aux", aux)
-        g_main, g_aux = self._compute_gradients(main, aux)
+        scale = loss_scale(scaler, main.device)
+        sharded = is_sharded(self._params)
+        if sharded and not self._supports_sharding:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters yet; use Bloop"
+            )
+        losses = (main, aux) if scale is None else (main * scale, aux * scale)
+        if sharded:
+            g_main, g_aux = self._compute_gradients_with_backward(*losses)
+        else:
+            g_main, g_aux = self._compute_gradients(*losses)
         check_grad_list("main gradient", g_main, self._params)
         check_grad_list("aux gradient", g_aux, self._params)
+        if scale is not None:
+            unscale_(g_main, scale)
+            unscale_(g_aux, scale)
         if self._acc_main is not None and self._acc_aux is not None:
             g_main = _accumulate(self._acc_main, g_main)
             g_aux = _accumulate(self._acc_aux, g_aux)
@@ -130,7 +199,24 @@ class Surgeon(ABC):
             self._acc_main, self._acc_aux = g_main, g_aux
             return
         self._acc_main = self._acc_aux = None
-        directions = self._combine_owned(g_main, g_aux, losses=(main, aux))
+        group = None if sharded else data_parallel_group(self.process_group)
+        checked: tuple[Tensor, Tensor] | None = (main, aux)
+        if group is not None:
+            averaged = average_gradients_(
+                [g_main] if aux_replicated else [g_main, g_aux], self._params, group
+            )
+            g_main, g_aux = averaged[0], g_aux if aux_replicated else averaged[1]
+            checked = None  # losses differ between ranks; the averaged gradients do not
+        skipped = self.skipped_steps
+        with autocast_disabled(self._params):
+            directions = self._combine_owned(
+                g_main, g_aux, losses=checked, skip_nonfinite=scale is not None
+            )
+        if scale is not None and self.skipped_steps != skipped:
+            poison_(self._params, [a if a is not None else b for a, b in zip(g_main, g_aux)])
+            return
+        if scale is not None:
+            rescale_(directions, scale)
         for p, d in zip(self._params, directions):
             if d is None:
                 continue
@@ -159,46 +245,99 @@ class Surgeon(ABC):
         main_list = check_grad_list("main_grads", main_grads, self._params)
         aux_list = check_grad_list("aux_grads", aux_grads, self._params)
         if self.pending_micro_batches:
-            raise RuntimeError("combine() called while micro-batches are pending; finish with backward()")
+            raise RuntimeError(
+                "combine() called while micro-batches are pending; finish with backward()"
+            )
         main_copy: GradList = [None if g is None else g.clone() for g in main_list]
         aux_copy: GradList = [None if g is None else g.clone() for g in aux_list]
         return self._combine_owned(main_copy, aux_copy, losses=None)
 
     def _combine_owned(
-        self, g_main: GradList, g_aux: GradList, losses: tuple[Tensor, Tensor] | None
+        self,
+        g_main: GradList,
+        g_aux: GradList,
+        losses: tuple[Tensor, Tensor] | None,
+        skip_nonfinite: bool = False,
     ) -> GradList:
-        """Combine gradients the surgeon owns (it may overwrite them)."""
-        index = [i for i, (gm, ga) in enumerate(zip(g_main, g_aux)) if gm is not None or ga is not None]
+        """Combine gradients the surgeon owns (it may overwrite them).
+
+        Sharded (DTensor) gradients are combined on their local shards, with ``self._reduce``
+        summing inner products over the mesh; the directions are DTensors again.
+        """
+        index = [
+            i for i, (gm, ga) in enumerate(zip(g_main, g_aux)) if gm is not None or ga is not None
+        ]
         main = [_dense(g_main[i], self._params[i]) for i in index]
         aux = [_dense(g_aux[i], self._params[i]) for i in index]
-        if not self._all_finite(main, aux, losses):
+        sharded = is_sharded(self._params)
+        if sharded and not self._supports_sharding:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters yet; use Bloop"
+            )
+        self._reduce = sharded_reducer(self._params) if sharded else None
+        if sharded:
+            main, aux = [local(g) for g in main], [local(g) for g in aux]
+        if not self._all_finite(main, aux, losses, skip=skip_nonfinite):
             self.skipped_steps += 1
             return [None] * len(self._params)
         directions = self._direction(main, aux, index) if index else []
+        if sharded:
+            directions = [as_sharded_like(d, self._params[i]) for i, d in zip(index, directions)]
         self.step_count += 1
         out: GradList = [None] * len(self._params)
         for i, d in zip(index, directions):
             out[i] = d
         return out
 
-    def _all_finite(self, main: list[Tensor], aux: list[Tensor], losses: tuple[Tensor, Tensor] | None) -> bool:
-        """One host synchronisation: are the losses and all gradients finite?"""
+    def _all_finite(
+        self,
+        main: list[Tensor],
+        aux: list[Tensor],
+        losses: tuple[Tensor, Tensor] | None,
+        skip: bool = False,
+    ) -> bool:
+        """One host synchronisation: are the losses and all gradients finite?
+
+        With ``skip`` a non-finite step is skipped whatever ``nonfinite`` says (loss scaling).
+        With sharded gradients the answer is agreed over the mesh (one small collective).
+        """
         checks: list[tuple[str, list[Tensor]]] = [("main", main), ("aux", aux)]
         flags = []
         for _, grads in checks:
             norms = torch._foreach_norm(grads, float("inf")) if grads else []
-            flags.append(torch.stack([n.float() for n in norms]).isfinite().all() if norms else None)
-        loss_flags = [torch.isfinite(loss.detach()).all() for loss in losses] if losses else [None, None]
+            flags.append(
+                torch.stack([n.float() for n in norms]).isfinite().all() if norms else None
+            )
+        loss_flags = (
+            [torch.isfinite(local(loss.detach())).all() for loss in losses]
+            if losses
+            else [None, None]
+        )
         names = ("main", "aux")
         values = [f for f in (*flags, *loss_flags) if f is not None]
+        if self._reduce is not None:
+            local_ok = (
+                torch.stack(values).all()
+                if values
+                else torch.ones((), dtype=torch.bool, device=local(self._params[0]).device)
+            )
+            if bool(self._reduce.all_true(local_ok)):
+                return True
+            if self.nonfinite == "skip" or skip:
+                return False
+            raise NonFiniteGradientError(
+                "Non-finite main or aux loss or gradient (inf or NaN) on some rank; nothing was "
+                "changed. Pass nonfinite='skip' to skip such steps instead."
+            )
         if not values or bool(torch.stack([v.cpu() for v in values]).all()):
             return True
-        if self.nonfinite == "skip":
+        if self.nonfinite == "skip" or skip:
             return False
         bad = [
             names[k]
             for k in range(2)
-            if (flags[k] is not None and not bool(flags[k])) or (loss_flags[k] is not None and not bool(loss_flags[k]))
+            if (flags[k] is not None and not bool(flags[k]))
+            or (loss_flags[k] is not None and not bool(loss_flags[k]))
         ]
         raise NonFiniteGradientError(
             f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was changed. "
@@ -218,9 +357,13 @@ class Surgeon(ABC):
         """Install per-parameter state already validated by :meth:`_check_method_state`."""
         del state  # stateless methods keep nothing
 
-    def _check_method_state(self, state: dict[int, dict[str, Tensor]]) -> dict[int, dict[str, Tensor]]:
+    def _check_method_state(
+        self, state: dict[int, dict[str, Tensor]]
+    ) -> dict[int, dict[str, Tensor]]:
         if state:
-            raise ValueError(f"Invalid state_dict: {type(self).__name__} keeps no per-parameter state")
+            raise ValueError(
+                f"Invalid state_dict: {type(self).__name__} keeps no per-parameter state"
+            )
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -241,7 +384,9 @@ class Surgeon(ABC):
             "skipped_steps": self.skipped_steps,
             HYPERPARAMETERS: self.hyperparameters(),
             PARAM_GROUPS: groups,
-            STATE: {i: {k: v.clone() for k, v in s.items()} for i, s in self._method_state().items()},
+            STATE: {
+                i: {k: v.clone() for k, v in s.items()} for i, s in self._method_state().items()
+            },
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -263,7 +408,14 @@ class Surgeon(ABC):
             )
         probe = type(self).__new__(type(self))
         probe.__dict__.update(self.__dict__)
-        probe._set_hyperparameters(dict(state_dict[HYPERPARAMETERS]))  # validates
+        hp = state_dict[HYPERPARAMETERS]
+        lacking = sorted(set(self.hyperparameters()) - set(hp)) if isinstance(hp, dict) else None
+        if lacking != []:
+            raise ValueError(
+                f"Invalid state_dict: hyperparameters {hp!r} lack {lacking}; "
+                f"expected the keys {sorted(self.hyperparameters())}"
+            )
+        probe._set_hyperparameters(dict(hp))  # validates
         state = self._check_method_state(dict(state_dict[STATE]))
         self.__dict__.update(probe.__dict__)
         self.step_count = int(state_dict[STEP])

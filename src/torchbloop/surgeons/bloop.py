@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 
 from .._validation import ParamsT, check_choice, check_rho
-from ..functional import bloop_direction, ema_update_, global_dots, projection_coefficient
+from ..distributed.data_parallel import ProcessGroupArg
+from ..distributed.sharded import local
+from ..functional import Reducer, bloop_direction, ema_update_, global_dots, projection_coefficient
 from ._base import NonFinite, Surgeon
 
 EMA_KEY = "main_grad_ema"
@@ -64,6 +66,10 @@ class Bloop(Surgeon):
         nonfinite: ``"raise"`` (default) on an inf/NaN loss or gradient, or ``"skip"`` the step
             (``.grad`` and the EMA untouched, ``skipped_steps`` incremented). Either costs one
             host synchronisation per step.
+        process_group: ``"auto"`` (default): average the gradients over the default process
+            group when one is initialised with several ranks (DDP works unchanged); a group:
+            average over it; ``None``: never average. Sharded (FSDP2/DTensor) parameters keep
+            a sharded EMA and need one ``all_reduce`` of the stacked inner products per step.
 
     The EMA is created lazily from the first main gradient, so the first step projects on it.
     When ``||e||^2`` is zero or not finite the projection is skipped for that step (reported in
@@ -96,6 +102,8 @@ class Bloop(Surgeon):
         Gradient Surgery with an EMA." ICML 2024 (PMLR 235:19085-19100), arXiv:2402.02998.
     """
 
+    _supports_sharding = True
+
     def __init__(
         self,
         params: ParamsT,
@@ -107,12 +115,19 @@ class Bloop(Surgeon):
         diagnostics: bool = False,
         foreach: bool = True,
         nonfinite: NonFinite = "raise",
+        process_group: ProcessGroupArg = "auto",
     ) -> None:
-        super().__init__(params, lam=lam, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(
+            params, lam=lam, foreach=foreach, nonfinite=nonfinite, process_group=process_group
+        )
         self._rho = check_rho(rho)
         self.ema_order: EmaOrder = check_choice("ema_order", ema_order, ("paper", "code"))  # type: ignore[assignment]
-        if ema_dtype is not None and not (isinstance(ema_dtype, torch.dtype) and ema_dtype.is_floating_point):
-            raise TypeError(f"Invalid ema_dtype={ema_dtype!r}: must be a floating-point torch.dtype or None")
+        if ema_dtype is not None and not (
+            isinstance(ema_dtype, torch.dtype) and ema_dtype.is_floating_point
+        ):
+            raise TypeError(
+                f"Invalid ema_dtype={ema_dtype!r}: must be a floating-point torch.dtype or None"
+            )
         self.ema_dtype = ema_dtype
         self.diagnostics_enabled = bool(diagnostics)
         self.ema: list[Tensor] | None = None
@@ -141,20 +156,25 @@ class Bloop(Surgeon):
         return torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
 
     def _init_ema(self, main: list[Tensor], index: list[int]) -> list[Tensor]:
-        ema = [torch.zeros_like(p, dtype=self._ema_dtype_for(p), memory_format=torch.contiguous_format) for p in self._params]
+        ema = [
+            torch.zeros_like(p, dtype=self._ema_dtype_for(p), memory_format=torch.contiguous_format)
+            for p in self._params
+        ]
         for i, g in zip(index, main):
-            ema[i].copy_(g)
+            local(ema[i]).copy_(g)
         return ema
 
     def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
         if self.ema is None:
             self.ema = self._init_ema(main, index)
-        ema = [self.ema[i] for i in index]
+        ema = [local(self.ema[i]) for i in index]
         if self.ema_order == "code":
             ema_update_(ema, main, rho=self._rho, foreach=self.foreach)
         if self.diagnostics_enabled:
-            self.diagnostics = _diagnostics(main, aux, ema)
-        result = bloop_direction(main, aux, ema, lam=self.lam, out=aux, foreach=self.foreach)
+            self.diagnostics = _diagnostics(main, aux, ema, reduce=self._reduce)
+        result = bloop_direction(
+            main, aux, ema, lam=self.lam, out=aux, foreach=self.foreach, reduce=self._reduce
+        )
         if self.ema_order == "paper":
             ema_update_(ema, main, rho=self._rho, foreach=self.foreach)
         return result.direction
@@ -164,7 +184,9 @@ class Bloop(Surgeon):
             return {}
         return {i: {EMA_KEY: e} for i, e in enumerate(self.ema)}
 
-    def _check_method_state(self, state: dict[int, dict[str, Tensor]]) -> dict[int, dict[str, Tensor]]:
+    def _check_method_state(
+        self, state: dict[int, dict[str, Tensor]]
+    ) -> dict[int, dict[str, Tensor]]:
         if not state:
             return {}
         if sorted(state) != list(range(len(self._params))):
@@ -175,7 +197,11 @@ class Bloop(Surgeon):
         checked = {}
         for i, p in enumerate(self._params):
             entry = state[i]
-            if not isinstance(entry, dict) or EMA_KEY not in entry or not isinstance(entry[EMA_KEY], Tensor):
+            if (
+                not isinstance(entry, dict)
+                or EMA_KEY not in entry
+                or not isinstance(entry[EMA_KEY], Tensor)
+            ):
                 raise ValueError(f"Invalid state_dict: parameter {i} has no {EMA_KEY!r} tensor")
             e = entry[EMA_KEY]
             if e.shape != p.shape:
@@ -190,10 +216,13 @@ class Bloop(Surgeon):
         self.ema = [state[i][EMA_KEY] for i in range(len(self._params))] if state else None
 
 
-def _diagnostics(main: list[Tensor], aux: list[Tensor], ema: list[Tensor]) -> BloopDiagnostics:
-    d = global_dots([(main, ema), (main, main), (ema, ema), (aux, ema), (aux, aux)])
+def _diagnostics(
+    main: list[Tensor], aux: list[Tensor], ema: list[Tensor], reduce: Reducer | None = None
+) -> BloopDiagnostics:
+    d = global_dots([(main, ema), (main, main), (ema, ema), (aux, ema), (aux, aux)], reduce=reduce)
     main_ema, main_main, ema_ema, aux_ema, aux_aux = d.unbind()
     coef, skipped = projection_coefficient(aux_ema, ema_ema)
-    cos, _ = projection_coefficient(main_ema, (main_main * ema_ema).sqrt())
+    # sqrt of each factor: their product overflows float32 at gradient scales ~1e10
+    cos, _ = projection_coefficient(main_ema, main_main.sqrt() * ema_ema.sqrt())
     removed, _ = projection_coefficient(coef * aux_ema, aux_aux)
     return BloopDiagnostics(cos, coef, removed, skipped)

@@ -1,0 +1,107 @@
+"""torch.compile: the combination step is one graph (no break, no host sync) and matches eager."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+
+from torchbloop import Bloop
+from torchbloop.compile import bloop_step_, compiled_bloop_step
+from torchbloop.functional import bloop_direction, ema_update_
+
+
+def _lists(seed: int, scale: float = 1.0) -> list[list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(7, 3), (3,), (2, 2, 5)]
+    return [[torch.randn(s, generator=g) * scale for s in shapes] for _ in range(3)]
+
+
+@pytest.fixture(autouse=True)
+def _reset_dynamo() -> None:
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("ema_order", ["paper", "code"])
+def test_step_is_one_graph_without_breaks(ema_order: str) -> None:
+    main, aux, ema = _lists(0)
+    explanation = torch._dynamo.explain(bloop_step_)(
+        main, aux, ema, lam=0.3, rho=0.1, ema_order=ema_order
+    )
+    assert explanation.graph_break_count == 0
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("ema_order", ["paper", "code"])
+@pytest.mark.parametrize(
+    "ema_scale", [1.0, 0.0]
+)  # 0: the degenerate case is a torch.where, no branch
+def test_fullgraph_step_equals_eager(ema_order: str, ema_scale: float) -> None:
+    main, aux, ema = _lists(1)
+    ema = [e * ema_scale for e in ema]
+    eager_ema = [e.clone() for e in ema]
+    expected = bloop_step_(main, aux, eager_ema, lam=0.3, rho=0.1, ema_order=ema_order)  # type: ignore[arg-type]
+    step = compiled_bloop_step(backend="aot_eager")
+    got = step(main, aux, ema, lam=0.3, rho=0.1, ema_order=ema_order)
+    for a, b in zip(got.direction, expected.direction):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(ema, eager_ema):
+        torch.testing.assert_close(a, b)
+    assert (
+        bool(got.skipped) == bool(expected.skipped) == (ema_scale == 0.0 and ema_order == "paper")
+    )
+
+
+def test_functional_direction_and_ema_update_compile_fullgraph() -> None:
+    """The two core functions on their own, as the surgeon calls them."""
+
+    def step(
+        m: list[torch.Tensor], a: list[torch.Tensor], e: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        d = bloop_direction(m, a, e, lam=0.5, out=a).direction
+        ema_update_(e, m, rho=0.2)
+        return d
+
+    main, aux, ema = _lists(2)
+    ref_aux, ref_ema = [t.clone() for t in aux], [t.clone() for t in ema]
+    expected = step(main, ref_aux, ref_ema)
+    got = torch.compile(step, fullgraph=True, backend="aot_eager")(main, aux, ema)
+    for a, b in zip(got + ema, expected + ref_ema):
+        torch.testing.assert_close(a, b)
+
+
+def _train(compiled: bool, backend: str, steps: int = 3) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 1))
+    forward = torch.compile(model, backend=backend) if compiled else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    surgeon = Bloop(model.parameters(), lam=0.2, rho=0.3)
+    for step in range(steps):
+        g = torch.Generator().manual_seed(step)
+        x, xa = torch.randn(16, 4, generator=g), torch.randn(16, 4, generator=g)
+        opt.zero_grad()
+        main = forward(x).pow(2).mean()
+        aux = (forward(xa) - 1).pow(2).mean()
+        surgeon.backward(main=main, aux=aux)
+        opt.step()
+    assert surgeon.ema is not None
+    return [p.detach().clone() for p in model.parameters()] + surgeon.ema
+
+
+def test_compiled_model_training_equals_eager() -> None:
+    for a, b in zip(_train(True, "aot_eager"), _train(False, "aot_eager")):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_inductor_step_and_model_equal_eager() -> None:
+    """Real code generation (C++ on CPU): slower to compile, so outside the fast suite."""
+    for a, b in zip(_train(True, "inductor"), _train(False, "inductor")):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    main, aux, ema = _lists(3)
+    eager_ema = [e.clone() for e in ema]
+    expected = bloop_step_(main, [t.clone() for t in aux], eager_ema, lam=0.3, rho=0.1)
+    got = compiled_bloop_step()(main, aux, ema, lam=0.3, rho=0.1, out=aux)
+    for a, b in zip(got.direction + ema, expected.direction + eager_ema):
+        torch.testing.assert_close(a, b)
