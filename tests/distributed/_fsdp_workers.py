@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
-from torchbloop import Bloop
+from torchbloop import Bloop, DynamicBarrier, Mixed, PCGrad
 from torchbloop.distributed.checkpoint import SurgeonState
 
 STEPS = 3
@@ -49,6 +49,7 @@ def train(
     ckpt: str | None = None,
     device: str = "cpu",
     scaler: bool = False,
+    method: str = "bloop",
 ) -> dict[str, Any]:
     """A few steps of Bloop; ``rank=None`` is the single-process run on the whole batch.
 
@@ -60,7 +61,12 @@ def train(
     model = _model(rank, world, device)
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.5)
-    surgeon = Bloop(params, lam=0.5, rho=0.3, diagnostics=aux_kind == "data")
+    if method == "bloop":
+        surgeon: Any = Bloop(params, lam=0.5, rho=0.3, diagnostics=aux_kind == "data")
+    else:
+        surgeon = {"mixed": Mixed, "pcgrad": PCGrad, "dynamic_barrier": DynamicBarrier}[method](
+            params, lam=0.5
+        )
     grad_scaler = (
         torch.amp.GradScaler(torch.device(device).type, init_scale=2.0**8) if scaler else None
     )
@@ -102,14 +108,13 @@ def train(
     finally:
         for name, fn in originals.items():
             setattr(dist, name, fn)
+    out: dict[str, Any] = {"params": [_full(p) for p in params], "calls": calls}
+    if method != "bloop":
+        return out
     assert surgeon.ema is not None
-    out: dict[str, Any] = {
-        "params": [_full(p) for p in params],
-        "ema": [_full(e) for e in surgeon.ema],
-        "ema_types": [type(e).__name__ for e in surgeon.ema],
-        "coef": None if surgeon.diagnostics is None else float(surgeon.diagnostics.coef),
-        "calls": calls,
-    }
+    out["ema"] = [_full(e) for e in surgeon.ema]
+    out["ema_types"] = [type(e).__name__ for e in surgeon.ema]
+    out["coef"] = None if surgeon.diagnostics is None else float(surgeon.diagnostics.coef)
     if ckpt is not None and rank is not None:
         dcp.save({"surgeon": SurgeonState(surgeon)}, checkpoint_id=ckpt)
         fresh = Bloop(list(_model(rank, world, device).parameters()), lam=0.5, rho=0.3)
@@ -121,9 +126,13 @@ def train(
     return out
 
 
+BASELINES = ("mixed", "pcgrad", "dynamic_barrier")
+
+
 def both(rank: int, world: int, ckpt: str, device: str = "cpu") -> dict[str, Any]:
     return {
         "decay": train(rank, world, "decay", ckpt, device),
         "data": train(rank, world, "data", device=device),
         "scaled": train(rank, world, "decay", device=device, scaler=True),
+        **{m: train(rank, world, "data", device=device, method=m) for m in BASELINES},
     }

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from _fsdp_workers import STEPS, both, train
+from _fsdp_workers import BASELINES, STEPS, both, train
 from _launch import run_ranks
 
 pytestmark = pytest.mark.distributed
@@ -56,3 +56,12 @@ def test_fsdp2_with_grad_scaler_equals_unscaled(results: list[dict[str, Any]]) -
             assert torch.equal(a, b)
         for a, b in zip(rank_results["scaled"]["ema"], rank_results["decay"]["ema"]):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_fsdp2_baselines_equal_single_process(results: list[dict[str, Any]], method: str) -> None:
+    """The stateless surgeons on sharded gradients: inner products summed over the mesh."""
+    reference = train(None, 1, "data", method=method)
+    for rank_results in results:
+        for a, b in zip(rank_results[method]["params"], reference["params"]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -180,7 +180,7 @@ class Surgeon(ABC):
         sharded = is_sharded(self._params)
         if sharded and not self._supports_sharding:
             raise NotImplementedError(
-                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters yet; use Bloop"
+                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters (its _direction must pass reduce=self._reduce to every inner product and set _supports_sharding = True)"
             )
         losses = (main, aux) if scale is None else (main * scale, aux * scale)
         if sharded:
@@ -272,7 +272,7 @@ class Surgeon(ABC):
         sharded = is_sharded(self._params)
         if sharded and not self._supports_sharding:
             raise NotImplementedError(
-                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters yet; use Bloop"
+                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters (its _direction must pass reduce=self._reduce to every inner product and set _supports_sharding = True)"
             )
         self._reduce = sharded_reducer(self._params) if sharded else None
         if sharded:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from ..functional import dynamic_barrier_direction
@@ -32,5 +34,9 @@ class DynamicBarrier(Surgeon):
         tensor([1., 1.])
     """
 
+    _supports_sharding: ClassVar[bool] = True
+
     def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
-        return dynamic_barrier_direction(main, aux, lam=self.lam, out=aux, foreach=self.foreach)
+        return dynamic_barrier_direction(
+            main, aux, lam=self.lam, out=aux, foreach=self.foreach, reduce=self._reduce
+        )

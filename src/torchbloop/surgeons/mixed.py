@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from ..functional import mixed_direction
@@ -27,6 +29,8 @@ class Mixed(Surgeon):
         >>> w.grad
         tensor([1.5000, 2.0000])
     """
+
+    _supports_sharding: ClassVar[bool] = True  # elementwise: shards need no communication
 
     def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
         return mixed_direction(main, aux, lam=self.lam, out=aux, foreach=self.foreach)
