@@ -2,9 +2,8 @@
 
 The functional core has no host synchronisation and no data-dependent Python branch (the
 projection's degenerate case is a ``torch.where``), so TorchDynamo captures the direction and the
-EMA update as ONE graph (``fullgraph=True`` holds; tested). :func:`bloop_step_` is that step,
-written only in terms of :func:`~torchbloop.functional.bloop_direction` and
-:func:`~torchbloop.functional.ema_update_` (no second copy of the formulas), and
+EMA update as ONE graph (``fullgraph=True`` holds; tested). :func:`bloop_step_` is that step
+(:func:`~torchbloop.functional.bloop_update_composed_`: no second copy of the formulas), and
 :func:`compiled_bloop_step` returns it compiled, for a training step that is compiled as a
 whole or to let Inductor fuse the passes over the gradients.
 
@@ -26,58 +25,19 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from torch import Tensor
 
-from .functional import BloopDirection, Reducer, TensorList, bloop_direction, ema_update_
+from .functional import BloopDirection, bloop_update_composed_
 
 __all__ = ["bloop_step_", "compiled_bloop_step"]
 
-EmaOrder = Literal["paper", "code"]
 
-
-def bloop_step_(
-    main_grads: TensorList,
-    aux_grads: TensorList,
-    ema: list[Tensor],
-    *,
-    lam: float,
-    rho: float,
-    ema_order: EmaOrder = "paper",
-    out: list[Tensor] | None = None,
-    foreach: bool = True,
-    reduce: Reducer | None = None,
-) -> BloopDirection:
-    """One Bloop step on gradient lists: the direction, and the EMA updated in place.
-
-    ``ema_order="paper"``: ``d = g_main + lam * pi(g_aux; e)``, then ``e <- (1 - rho) e + rho g_main``;
-    ``"code"``: the EMA update first, then the projection on the new EMA. This is what
-    :class:`torchbloop.Bloop` does per step once it has the gradients.
-
-    Args:
-        main_grads: ``g_main``.
-        aux_grads: ``g_aux``.
-        ema: ``e``, updated in place (must not alias the gradients).
-        lam: ``lam >= 0``.
-        rho: ``rho`` in (0, 1], the EMA's weight of the new gradient.
-        ema_order: ``"paper"`` or ``"code"``.
-        out: where to write the direction (e.g. ``aux_grads``); default new tensors.
-        foreach: use the multi-tensor kernels.
-        reduce: sums the stacked local inner products over the shards (FSDP2).
-
-    Returns:
-        :class:`~torchbloop.functional.BloopDirection` ``(direction, coef, skipped)``.
-    """
-    if ema_order == "code":
-        ema_update_(ema, main_grads, rho=rho, foreach=foreach)
-    result = bloop_direction(
-        main_grads, aux_grads, ema, lam=lam, out=out, foreach=foreach, reduce=reduce
-    )
-    if ema_order == "paper":
-        ema_update_(ema, main_grads, rho=rho, foreach=foreach)
-    return result
+bloop_step_ = bloop_update_composed_
+"""One Bloop step on gradient lists (direction, EMA updated in place); see
+:func:`torchbloop.functional.bloop_update_composed_`. This is what :class:`torchbloop.Bloop`
+does per step once it has the gradients, in the form Dynamo captures as one graph."""
 
 
 def compiled_bloop_step(

@@ -6,6 +6,7 @@ hold it equal to. The stateful surgeons in :mod:`torchbloop.surgeons` call these
 """
 
 from ._combination import add_scaled_, axpby
+from ._fused import bloop_update_, bloop_update_composed_, bloop_update_reference
 from ._reductions import accumulation_dtype, global_dots, global_dots_reference
 from ._types import Reducer, TensorList
 from .bloop import BloopDirection, bloop_direction, bloop_direction_reference
@@ -24,6 +25,9 @@ __all__ = [
     "axpby",
     "bloop_direction",
     "bloop_direction_reference",
+    "bloop_update_",
+    "bloop_update_composed_",
+    "bloop_update_reference",
     "dynamic_barrier_direction",
     "dynamic_barrier_direction_reference",
     "ema_update_",

@@ -73,17 +73,23 @@ def global_dots(
     results = []
     for a, b in pairs:
         if len(a) != len(b):
-            raise ValueError(f"Invalid pair: lists of lengths {len(a)} and {len(b)} must be aligned")
+            raise ValueError(
+                f"Invalid pair: lists of lengths {len(a)} and {len(b)} must be aligned"
+            )
         if a is b:
             terms = [_dot(x, x, acc) for x in a]
         else:
             terms = [_dot(x, y, acc) for x, y in zip(a, b)]
-        results.append(torch.stack(terms).sum() if terms else torch.zeros((), dtype=acc, device=device))
+        results.append(
+            torch.stack(terms).sum() if terms else torch.zeros((), dtype=acc, device=device)
+        )
     out = torch.stack(results)
     return reduce(out) if reduce is not None else out
 
 
-def _blocked_dots(pairs: Sequence[tuple[TensorList, TensorList]], acc: torch.dtype) -> Tensor | None:
+def _blocked_dots(
+    pairs: Sequence[tuple[TensorList, TensorList]], acc: torch.dtype
+) -> Tensor | None:
     """The cache-blocked CPU path of :func:`global_dots`, or None where it does not apply."""
     lists = [x for pair in pairs for x in pair]
     if not lists[0] or not _blocked.blockable(*lists) or any(t.dtype != acc for t in lists[0]):
@@ -98,8 +104,12 @@ def global_dots_reference(
     """Slow reference for :func:`global_dots`: flatten, concatenate, float64 dot."""
     out = []
     for a, b in pairs:
-        fa = torch.cat([_local(x).reshape(-1).double() for x in a]) if a else torch.zeros(0).double()
-        fb = torch.cat([_local(x).reshape(-1).double() for x in b]) if b else torch.zeros(0).double()
+        fa = (
+            torch.cat([_local(x).reshape(-1).double() for x in a]) if a else torch.zeros(0).double()
+        )
+        fb = (
+            torch.cat([_local(x).reshape(-1).double() for x in b]) if b else torch.zeros(0).double()
+        )
         out.append((fa * fb).sum())
     result = torch.stack(out)
     return reduce(result) if reduce is not None else result

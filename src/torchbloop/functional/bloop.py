@@ -67,7 +67,12 @@ def bloop_direction(
     """
     dots = global_dots([(aux_grads, ema), (ema, ema)], reduce=reduce)
     coef, skipped = projection_coefficient(dots[0], dots[1])
-    if out is not None and foreach and _same(out, aux_grads) and _blocked.blockable(main_grads, aux_grads, ema):
+    if (
+        out is not None
+        and foreach
+        and _same(out, aux_grads)
+        and _blocked.blockable(main_grads, aux_grads, ema)
+    ):
         _blocked.add_project_(main_grads, out, lam, ema, coef)  # one pass per block on the CPU
         return BloopDirection(out, coef, skipped)
     direction = axpby(1.0, main_grads, lam, aux_grads, out=out, foreach=foreach)

@@ -10,7 +10,14 @@ from torch import Tensor
 from .._validation import ParamsT, check_choice, check_rho
 from ..distributed.data_parallel import ProcessGroupArg
 from ..distributed.sharded import local
-from ..functional import Reducer, bloop_direction, ema_update_, global_dots, projection_coefficient
+from ..functional import (
+    Reducer,
+    bloop_direction,
+    bloop_update_,
+    ema_update_,
+    global_dots,
+    projection_coefficient,
+)
 from ._base import NonFinite, Surgeon
 
 EMA_KEY = "main_grad_ema"
@@ -168,10 +175,22 @@ class Bloop(Surgeon):
         if self.ema is None:
             self.ema = self._init_ema(main, index)
         ema = [local(self.ema[i]) for i in index]
+        if not self.diagnostics_enabled:
+            return bloop_update_(
+                main,
+                aux,
+                ema,
+                lam=self.lam,
+                rho=self._rho,
+                ema_order=self.ema_order,
+                out=aux,
+                foreach=self.foreach,
+                reduce=self._reduce,
+            ).direction
+        # Diagnostics look at the EMA the projection uses: updated first in "code" order.
         if self.ema_order == "code":
             ema_update_(ema, main, rho=self._rho, foreach=self.foreach)
-        if self.diagnostics_enabled:
-            self.diagnostics = _diagnostics(main, aux, ema, reduce=self._reduce)
+        self.diagnostics = _diagnostics(main, aux, ema, reduce=self._reduce)
         result = bloop_direction(
             main, aux, ema, lam=self.lam, out=aux, foreach=self.foreach, reduce=self._reduce
         )

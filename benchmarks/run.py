@@ -1,0 +1,404 @@
+"""Benchmarks of issue 5: Bloop's surgery against the memory-bandwidth floor and the alternatives.
+
+Usage::
+
+    python benchmarks/run.py                               # full run, prints the tables
+    python benchmarks/run.py --write docs/benchmarks.md    # ... and writes the report + plot
+    python benchmarks/run.py --quick                       # every benchmark at tiny sizes (CI smoke)
+
+Every table compares paths measured side by side in one run (interleaved rounds, medians), as
+ratios; nothing here asserts a time. Optional comparisons (JAX, TorchJD) run only where those
+packages are installed (``--install-optional`` runs ``pip install jax torchjd`` with the installed
+torch pinned) and are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# Large tensors go to mmap and come back to the OS at once, so that the memory children's
+# resident-set peaks track live tensors (set before torch allocates anything).
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
+
+import torch  # noqa: E402
+
+import _timing  # noqa: E402
+from combination import Row, run_alternatives, run_scaling, run_small_tensors  # noqa: E402
+from memory import run_memory  # noqa: E402
+from training import make_task, run_steps, run_vjp  # noqa: E402
+
+FULL = {
+    "alt_params": 20_000_000,
+    "small_params": 1_000_000,
+    "scaling": [1_000_000, 10_000_000, 100_000_000],
+    "repeats": 15,
+    "step_repeats": 30,
+    "mem_steps": 3,
+}
+QUICK = {
+    "alt_params": 200_000,
+    "small_params": 100_000,
+    "scaling": [100_000, 400_000],
+    "repeats": 3,
+    "step_repeats": 3,
+    "mem_steps": 1,
+}
+
+
+def environment(threads: int) -> list[str]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    versions = [f"torch {torch.__version__}"]
+    for name in ("jax", "torchjd"):
+        try:
+            __import__(name)
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except ImportError:
+            versions.append(f"{name} not installed (skipped)")
+    return [
+        f"- {', '.join(versions)}, Python {platform.python_version()}",
+        f"- CPU: {cpu}, {os.cpu_count()} logical cores; torch threads: {threads} (`torch.set_num_threads`); "
+        f"timer: {'process CPU time' if _timing.CLOCK is time.process_time else 'wall clock'}",
+        f"- load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other processes share the machine)",
+        f"- CUDA: {'yes, ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}",
+    ]
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3f}" if s < 0.01 else f"{s * 1e3:.1f}"
+
+
+def rows_table(rows: list[Row], *, with_tensors: bool) -> list[str]:
+    head = (
+        "| path | params | tensors | ms | x foreach_add_ | GB/s |"
+        if with_tensors
+        else ("| path | params | ms | x foreach_add_ | GB/s |")
+    )
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [r.path, f"{r.params / 1e6:g}M"]
+        if with_tensors:
+            cells.append(str(r.tensors))
+        cells += [_ms(r.seconds), f"{r.ratio:.2f}", f"{r.gbps:.1f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def dict_table(rows: list[dict[str, object]], cols: list[tuple[str, str, str]]) -> list[str]:
+    out = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append(
+            "| "
+            + " | ".join(format(r.get(k, ""), f) if r.get(k, "") != "" else "" for k, _, f in cols)
+            + " |"
+        )
+    return out
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in dict.fromkeys(r.path for r in rows):
+        pts = sorted((r.params, r.seconds * 1e3) for r in rows if r.path == name)
+        ax.plot([p for p, _ in pts], [t for _, t in pts], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters (float32, 50 tensors)")
+    ax.set_ylabel("time per combination step (ms, median)")
+    ax.set_title("Bloop's combination step vs parameter count")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, few repeats (CI smoke test)"
+    )
+    parser.add_argument(
+        "--write", type=Path, help="write the markdown report (and its plot beside it)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (default 1: on a small machine shared with other processes, "
+        "multi-threaded kernels measure the other processes more than the kernels)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="cpu (default): CPU time of this process, which leaves out the time other processes "
+        "hold the core (equal to wall time on an idle machine with one thread); wall: wall-clock time",
+    )
+    parser.add_argument(
+        "--install-optional",
+        action="store_true",
+        help="pip-install the optional comparisons (jax, torchjd) first, keeping this torch",
+    )
+    parser.add_argument(
+        "--sections", default="alt,small,scaling,steps,vjp,memory", help="comma-separated subset"
+    )
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    if args.install_optional:
+        install_optional()
+    torch.set_num_threads(args.threads)
+    if args.threads == 1:  # JAX (imported later, if installed) on one thread too
+        os.environ.setdefault(
+            "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
+    _timing.CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    sections = set(args.sections.split(","))
+    start = time.perf_counter()
+    command = (
+        "python benchmarks/run.py"
+        + (" --quick" if args.quick else "")
+        + (f" --write {args.write}" if args.write else "")
+        + f" --threads {args.threads} --clock {args.clock}"
+    )
+    lines = [
+        "# Benchmarks (issue 5)",
+        "",
+        f"Produced by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+    ]
+    lines += [*environment(args.threads), ""]
+
+    def emit(block: list[str]) -> None:
+        print("\n".join(block), flush=True)
+        lines.extend(block)
+
+    print("\n".join(lines), flush=True)
+    scaling: list[Row] = []
+    found: dict[str, object] = {}
+    if "alt" in sections:
+        rows = run_alternatives(cfg["alt_params"], 50, cfg["repeats"], quick=args.quick)
+        found["alt"] = rows
+        emit(
+            [
+                f"## Combination step, {cfg['alt_params'] / 1000000.0:g}M float32 parameters in 50 tensors",
+                "",
+                *rows_table(rows, with_tensors=False),
+                "",
+            ]
+        )
+    if "small" in sections:
+        rows = run_small_tensors(cfg["small_params"], cfg["repeats"])
+        found["small"] = rows
+        emit(
+            [
+                "## Per-tensor overhead: the same size in 50 and in 500 tensors",
+                "",
+                *rows_table(rows, with_tensors=True),
+                "",
+                *_small_summary(rows),
+                "",
+            ]
+        )
+    if "scaling" in sections:
+        scaling = run_scaling(cfg["scaling"], max(3, cfg["repeats"] // 2))
+        emit(
+            [
+                "## Scaling with the parameter count (50 tensors)",
+                "",
+                *rows_table(scaling, with_tensors=False),
+                "",
+            ]
+        )
+    tasks = None
+    if sections & {"steps", "vjp"}:
+        tasks = [
+            make_task("mlp", batch=256),
+            make_task("lm", batch=8 if args.quick else 32, context=32 if args.quick else 128),
+        ]
+    if "steps" in sections and tasks:
+        rows_s = run_steps(tasks, cfg["step_repeats"])
+        found["steps"] = rows_s
+        emit(
+            [
+                "## Training step: Bloop vs Mixed (same forward, same two backward passes)",
+                "",
+                *dict_table(
+                    rows_s,
+                    [
+                        ("task", "task", ""),
+                        ("path", "path", ""),
+                        ("seconds", "s", ".4f"),
+                        ("vs_mixed", "x Mixed", ".3f"),
+                    ],
+                ),
+                "",
+            ]
+        )
+    if "vjp" in sections and tasks:
+        rows_v = run_vjp(tasks, cfg["step_repeats"])
+        found["vjp"] = rows_v
+        emit(
+            [
+                "## Two gradients from one forward: two backward passes vs one batched VJP",
+                "",
+                *dict_table(
+                    rows_v,
+                    [
+                        ("task", "task", ""),
+                        ("path", "path", ""),
+                        ("seconds", "s", ".4f"),
+                        ("vs_two", "x two passes", ".3f"),
+                        ("note", "note", ""),
+                    ],
+                ),
+                "",
+            ]
+        )
+    if "memory" in sections:
+        mem_tasks = ["mlp"] if args.quick else ["mlp", "mlp-wide", "lm"]
+        rows_m = run_memory(mem_tasks, cfg["mem_steps"], args.threads)
+        found["memory"] = rows_m
+        emit(
+            [
+                "## Peak training memory (fresh process per method; VmHWM above the warmed-up resting set)",
+                "",
+                *dict_table(
+                    rows_m,
+                    [
+                        ("task", "task", ""),
+                        ("method", "method", ""),
+                        ("params", "params", ",d"),
+                        ("delta_mb", "peak over rest (MiB)", ".2f"),
+                        ("extra_over_mixed_mb", "over Mixed (MiB)", ".2f"),
+                        ("ema_mb", "EMA (MiB)", ".2f"),
+                        ("budget_mb", "budget (MiB)", ".2f"),
+                        ("met", "within budget", ""),
+                    ],
+                ),
+                "",
+            ]
+        )
+    found["scaling"] = scaling
+    emit(["## Targets of issue 5 in this run", "", *targets(found), ""])
+    emit([f"Total benchmark time: {time.perf_counter() - start:.0f} s.", ""])
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        if scaling:
+            png = args.write.with_name(args.write.stem + "_scaling.png")
+            plot(scaling, png)
+            lines.insert(4, f"![time vs size per path]({png.name})\n")
+        notes = HERE / "NOTES.md"
+        if notes.exists():
+            lines += ["", notes.read_text()]
+        args.write.write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.write}")
+    return 0
+
+
+EAGER = "bloop_update_ (eager, fused passes)"
+SURGEON = "bloop_direction + ema_update_ (eager)"
+COMPILED = "torch.compile (inductor, same step)"
+
+
+def _verdict(value: float, limit: float) -> str:
+    return "met" if value <= limit else f"missed ({value:.3f} > {limit:g})"
+
+
+def targets(found: dict[str, Any]) -> list[str]:
+    """One line per target: the measured figure, the limit, met or missed by how much."""
+    out = []
+    if "alt" in found:
+        r = {row.path: row for row in found["alt"]}
+        for path, limit in ((EAGER, 3.5), (SURGEON, 3.5), (COMPILED, 3.0)):
+            if path in r:
+                out.append(
+                    f"- 1. {path}: {r[path].ratio:.2f}x foreach_add_ at {r[path].params / 1e6:g}M "
+                    f"(limit {limit}x; floor of the traffic count 2.67x): {_verdict(r[path].ratio, limit)}"
+                )
+    if "small" in found:
+        t = {(row.path, row.tensors): row.seconds for row in found["small"]}
+        for path in (EAGER, SURGEON):
+            if (path, 50) in t and (path, 500) in t:
+                q = t[path, 500] / t[path, 50]
+                out.append(
+                    f"- 1. {path}: 500 tensors / 50 tensors = {q:.2f}x (limit 2x): {_verdict(q, 2.0)}"
+                )
+        base = "foreach_add_ (floor yardstick)"
+        if (base, 50) in t and (base, 500) in t:
+            out.append(f"  (the yardstick itself: {t[base, 500] / t[base, 50]:.2f}x)")
+    for row in found.get("steps", []):
+        if str(row["path"]).startswith("Bloop"):
+            v = float(row["vs_mixed"])  # type: ignore[arg-type]
+            out.append(
+                f"- 2. {row['path']} on {row['task']}: {v:.3f}x Mixed (limit 1.05x): {_verdict(v, 1.05)}"
+            )
+    for row in found.get("memory", []):
+        if row["method"] == "Bloop":
+            out.append(
+                f"- 3. {row['task']}: Bloop peak {row['delta_mb']:.2f} MiB over rest, budget {row['budget_mb']:.2f} MiB "
+                f"(Mixed + EMA {row['ema_mb']:.2f} MiB + 2%): {'met' if row['met'] else 'missed'}; "
+                f"beyond Mixed + EMA: {float(row['extra_over_mixed_mb']) - float(row['ema_mb']):+.2f} MiB"  # type: ignore[arg-type]
+            )
+    for row in found.get("vjp", []):
+        if row["path"] == "one batched VJP":
+            v = float(row["vs_two"])  # type: ignore[arg-type]
+            faster = "faster" if v < 1 else "slower"
+            out.append(
+                f"- 4. {row['task']}: one batched VJP is {v:.2f}x two backward passes ({faster})"
+            )
+    rows = [r for r in found.get("scaling", []) if r.path == EAGER]
+    if len(rows) >= 2:
+        per = [(r.params, r.seconds / r.params) for r in sorted(rows, key=lambda r: r.params)]
+        desc = ", ".join(f"{p / 1e6:g}M: {s * 1e9:.2f} ns/param" for p, s in per)
+        out.append(f"- 6. {EAGER}: {desc} (at most linear: the time per parameter does not grow)")
+    return out
+
+
+def install_optional() -> None:
+    """``pip install jax torchjd`` with the installed torch pinned (never replaced)."""
+    import subprocess
+    import tempfile
+
+    pin = f"torch=={torch.__version__.split('+')[0]}\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write(pin)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-c", constraints.name, "jax", "torchjd"],
+        check=True,
+    )
+
+
+def _small_summary(rows: list[Row]) -> list[str]:
+    out = []
+    for path in dict.fromkeys(r.path for r in rows):
+        t = {r.tensors: r.seconds for r in rows if r.path == path}
+        if 50 in t and 500 in t:
+            out.append(f"- {path}: 500 tensors take {t[500] / t[50]:.2f}x the time of 50 tensors")
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
