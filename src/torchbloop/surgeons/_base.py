@@ -10,7 +10,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
-import torch
 from torch import Tensor
 
 from .._validation import (
@@ -32,9 +31,10 @@ from ..distributed.sharded import (
     local,
     sharded_reducer,
 )
+from ._finite import all_finite
+from ._gradients import GradList, accumulate_, autograd_gradients, dense
 
 NonFinite = Literal["raise", "skip"]
-GradList = list[Tensor | None]
 
 STATE = "state"
 STEP = "step"
@@ -114,16 +114,7 @@ class Surgeon(ABC):
     # ------------------------------------------------------------------ gradients
     def _compute_gradients(self, main: Tensor, aux: Tensor) -> tuple[GradList, GradList]:
         """``(d main / d params, d aux / d params)``, ``None`` where a loss does not reach."""
-        live = [i for i, p in enumerate(self._params) if p.requires_grad]
-        inputs = [self._params[i] for i in live]
-        g_main = torch.autograd.grad(main, inputs, retain_graph=True, allow_unused=True)
-        g_aux = torch.autograd.grad(aux, inputs, allow_unused=True)
-        full_main: GradList = [None] * len(self._params)
-        full_aux: GradList = [None] * len(self._params)
-        seen: set[int] = set()
-        for i, gm, ga in zip(live, g_main, g_aux):
-            full_main[i], full_aux[i] = _owned(gm, seen), _owned(ga, seen)
-        return full_main, full_aux
+        return autograd_gradients(self._params, main, aux)
 
     def _compute_gradients_with_backward(
         self, main: Tensor, aux: Tensor
@@ -193,11 +184,12 @@ class Surgeon(ABC):
             unscale_(g_main, scale)
             unscale_(g_aux, scale)
         if self._acc_main is not None and self._acc_aux is not None:
-            g_main = _accumulate(self._acc_main, g_main)
-            g_aux = _accumulate(self._acc_aux, g_aux)
+            g_main = accumulate_(self._acc_main, g_main)
+            g_aux = accumulate_(self._acc_aux, g_aux)
         if accumulate:
             self._acc_main, self._acc_aux = g_main, g_aux
             return
+        had_pending = self._acc_main is not None
         self._acc_main = self._acc_aux = None
         group = None if sharded else data_parallel_group(self.process_group)
         checked: tuple[Tensor, Tensor] | None = (main, aux)
@@ -208,10 +200,17 @@ class Surgeon(ABC):
             g_main, g_aux = averaged[0], g_aux if aux_replicated else averaged[1]
             checked = None  # losses differ between ranks; the averaged gradients do not
         skipped = self.skipped_steps
-        with autocast_disabled(self._params):
-            directions = self._combine_owned(
-                g_main, g_aux, losses=checked, skip_nonfinite=scale is not None
-            )
+        try:
+            with autocast_disabled(self._params):
+                directions = self._combine_owned(
+                    g_main, g_aux, losses=checked, skip_nonfinite=scale is not None
+                )
+        except NonFiniteGradientError as error:
+            if had_pending:  # the micro-batches summed so far cannot be told apart any more
+                raise NonFiniteGradientError(
+                    f"{error} The pending micro-batches were discarded."
+                ) from None
+            raise
         if scale is not None and self.skipped_steps != skipped:
             poison_(self._params, [a if a is not None else b for a, b in zip(g_main, g_aux)])
             return
@@ -267,8 +266,8 @@ class Surgeon(ABC):
         index = [
             i for i, (gm, ga) in enumerate(zip(g_main, g_aux)) if gm is not None or ga is not None
         ]
-        main = [_dense(g_main[i], self._params[i]) for i in index]
-        aux = [_dense(g_aux[i], self._params[i]) for i in index]
+        main = [dense(g_main[i], self._params[i]) for i in index]
+        aux = [dense(g_aux[i], self._params[i]) for i in index]
         sharded = is_sharded(self._params)
         if sharded and not self._supports_sharding:
             raise NotImplementedError(
@@ -296,52 +295,14 @@ class Surgeon(ABC):
         losses: tuple[Tensor, Tensor] | None,
         skip: bool = False,
     ) -> bool:
-        """One host synchronisation: are the losses and all gradients finite?
-
-        With ``skip`` a non-finite step is skipped whatever ``nonfinite`` says (loss scaling).
-        With sharded gradients the answer is agreed over the mesh (one small collective).
-        """
-        checks: list[tuple[str, list[Tensor]]] = [("main", main), ("aux", aux)]
-        flags = []
-        for _, grads in checks:
-            norms = torch._foreach_norm(grads, float("inf")) if grads else []
-            flags.append(
-                torch.stack([n.float() for n in norms]).isfinite().all() if norms else None
-            )
-        loss_flags = (
-            [torch.isfinite(local(loss.detach())).all() for loss in losses]
-            if losses
-            else [None, None]
-        )
-        names = ("main", "aux")
-        values = [f for f in (*flags, *loss_flags) if f is not None]
-        if self._reduce is not None:
-            local_ok = (
-                torch.stack(values).all()
-                if values
-                else torch.ones((), dtype=torch.bool, device=local(self._params[0]).device)
-            )
-            if bool(self._reduce.all_true(local_ok)):
-                return True
-            if self.nonfinite == "skip" or skip:
-                return False
-            raise NonFiniteGradientError(
-                "Non-finite main or aux loss or gradient (inf or NaN) on some rank; nothing was "
-                "changed. Pass nonfinite='skip' to skip such steps instead."
-            )
-        if not values or bool(torch.stack([v.cpu() for v in values]).all()):
-            return True
-        if self.nonfinite == "skip" or skip:
-            return False
-        bad = [
-            names[k]
-            for k in range(2)
-            if (flags[k] is not None and not bool(flags[k]))
-            or (loss_flags[k] is not None and not bool(loss_flags[k]))
-        ]
-        raise NonFiniteGradientError(
-            f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was changed. "
-            "Pass nonfinite='skip' to skip such steps instead."
+        """One host synchronisation: are the losses and all gradients finite? (see :func:`all_finite`)"""
+        return all_finite(
+            main,
+            aux,
+            losses,
+            raise_error=not (skip or self.nonfinite == "skip"),
+            reduce=self._reduce,
+            device=local(self._params[0]).device,
         )
 
     @abstractmethod
@@ -421,37 +382,3 @@ class Surgeon(ABC):
         self.step_count = int(state_dict[STEP])
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         self._load_method_state(state)
-
-
-def _owned(g: Tensor | None, seen: set[int]) -> Tensor | None:
-    """A gradient we may write into.
-
-    Autograd may hand back expanded views or one tensor for several inputs (``a + b``); such
-    results are copied so that writing the direction into one never changes another.
-    """
-    if g is None or g.is_sparse:
-        return g
-    if not g.is_contiguous():
-        g = g.contiguous()
-    ptr = g.untyped_storage().data_ptr()
-    if ptr in seen:
-        g = g.clone()
-        ptr = g.untyped_storage().data_ptr()
-    seen.add(ptr)
-    return g
-
-
-def _dense(g: Tensor | None, p: Tensor) -> Tensor:
-    return torch.zeros_like(p, memory_format=torch.contiguous_format) if g is None else g
-
-
-def _accumulate(acc: GradList, new: GradList) -> GradList:
-    out: GradList = []
-    for a, n in zip(acc, new):
-        if a is None:
-            out.append(n)
-        elif n is None:
-            out.append(a)
-        else:
-            out.append(a.add_(n))
-    return out

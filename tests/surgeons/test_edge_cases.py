@@ -1,0 +1,30 @@
+"""Edge cases of the surgeon plumbing found in review."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchbloop
+
+
+def test_nonfinite_final_micro_batch_says_pending_were_discarded() -> None:
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    surgeon = torchbloop.Bloop([w], lam=0.5)
+    surgeon.backward(main=w.sum(), aux=w.pow(2).sum(), accumulate=True)
+    bad = w.sum() * torch.tensor(float("inf"))
+    with pytest.raises(
+        torchbloop.NonFiniteGradientError, match="pending micro-batches were discarded"
+    ):
+        surgeon.backward(main=bad, aux=w.pow(2).sum())
+    assert w.grad is None and surgeon.ema is None and surgeon.step_count == 0
+    assert not surgeon.pending_micro_batches
+
+
+def test_all_parameters_frozen_is_a_step_without_parameters() -> None:
+    frozen = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    other = torch.ones(2, requires_grad=True)
+    surgeon = torchbloop.Mixed([frozen], lam=1.0)
+    surgeon.backward(main=(other * 2).sum(), aux=other.sum())
+    assert frozen.grad is None
+    assert surgeon.step_count == 1
