@@ -21,6 +21,9 @@ from typing import Any, Literal
 BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
 """``smoke``: seconds (CI); ``default``: the committed results; ``paper``: closer to the paper."""
 
+DEMO_BUDGET = "demo"
+"""An extra budget an experiment may define for ``torchbloop demo`` only (not a CLI choice)."""
+
 METHODS: tuple[str, ...] = ("bloop", "mixed", "pcgrad", "dynamic_barrier")
 """Method names understood by :func:`torchbloop.experiments.methods.make_surgeon`."""
 
@@ -136,10 +139,15 @@ def register(experiment: Experiment) -> Experiment:
     bad_methods = [m for m in experiment.methods if m not in METHODS]
     if bad_methods:
         raise ValueError(f"Invalid methods={bad_methods} for {experiment.name!r}: valid: {METHODS}")
-    bad_budgets = [b for b in (*experiment.lams, experiment.demo_budget) if b not in BUDGETS]
+    valid = (*BUDGETS, DEMO_BUDGET)
+    bad_budgets = [b for b in (*experiment.lams, experiment.demo_budget) if b not in valid]
     if bad_budgets:
         raise ValueError(
-            f"Invalid lams budgets={bad_budgets} for {experiment.name!r}: valid: {BUDGETS}"
+            f"Invalid lams budgets={bad_budgets} for {experiment.name!r}: valid: {valid}"
+        )
+    if experiment.demo_budget == DEMO_BUDGET and DEMO_BUDGET not in experiment.lams:
+        raise ValueError(
+            f"Invalid demo_budget={DEMO_BUDGET!r} for {experiment.name!r}: give lams[{DEMO_BUDGET!r}]"
         )
     _REGISTRY[experiment.name] = experiment
     return experiment

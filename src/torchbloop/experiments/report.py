@@ -151,6 +151,10 @@ def write_experiment_report(out_dir: str | Path, name: str) -> Path:
         "then `torchbloop report OUT`.",
         "",
     ]
+    notes = edir / "NOTES.md"
+    if notes.is_file():  # the findings, in words, written by whoever ran the experiment
+        text = notes.read_text().strip().splitlines()
+        lines += ["## Findings", "", *(text[1:] if text and text[0].startswith("#") else text), ""]
     figures: list[Path] = []
     if kind == "sweep" and has_losses:
         figures.append(plots.pareto_plot(records, edir / "pareto.png", f"{title}: Pareto fronts"))
