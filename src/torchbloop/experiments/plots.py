@@ -30,6 +30,12 @@ METHOD_COLORS = {
     "pcgrad": "tab:green",
     "dynamic_barrier": "tab:purple",
 }
+_METHOD_SHADES = {
+    "bloop": "Reds",
+    "mixed": "Blues",
+    "pcgrad": "Greens",
+    "dynamic_barrier": "Purples",
+}
 METHOD_LABELS = {
     "bloop": "Bloop",
     "mixed": "Mixed",
@@ -61,10 +67,14 @@ def group_records(records: Sequence[Record]) -> dict[str, list[Record]]:
 
 
 def _group_color(groups: Mapping[str, Sequence[Record]], label: str, index: int) -> Any:
-    """The method's colour, or a tab10 colour when several groups share a method (rho sweep)."""
+    """The method's colour; shades of it when several groups share a method (a rho sweep)."""
+    del index  # the colour depends on the method and the group's rank within it only
     method = groups[label][0]["spec"]["method"]
-    shared = sum(1 for g in groups.values() if g[0]["spec"]["method"] == method) > 1
-    return plt.get_cmap("tab10")(index % 10) if shared else METHOD_COLORS.get(method, "k")
+    same = [k for k, g in groups.items() if g[0]["spec"]["method"] == method]
+    if len(same) == 1:
+        return METHOD_COLORS.get(method, "k")
+    shade = 0.35 + 0.65 * same.index(label) / (len(same) - 1)
+    return plt.get_cmap(_METHOD_SHADES.get(method, "Greys"))(shade)
 
 
 def _use_log(values: Sequence[float]) -> bool:
