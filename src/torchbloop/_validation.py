@@ -21,7 +21,9 @@ class NonFiniteGradientError(RuntimeError):
 def check_lam(lam: object) -> float:
     """``lam`` must be a finite real number >= 0."""
     if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        raise TypeError(f"Invalid lam={lam!r}: must be a real number (float), got {type(lam).__name__}")
+        raise TypeError(
+            f"Invalid lam={lam!r}: must be a real number (float), got {type(lam).__name__}"
+        )
     value = float(lam)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"Invalid lam={lam!r}: must be finite and >= 0")
@@ -31,7 +33,9 @@ def check_lam(lam: object) -> float:
 def check_rho(rho: object) -> float:
     """``rho`` (weight of the new gradient in the EMA) must be in (0, 1]."""
     if isinstance(rho, bool) or not isinstance(rho, numbers.Real):
-        raise TypeError(f"Invalid rho={rho!r}: must be a real number (float), got {type(rho).__name__}")
+        raise TypeError(
+            f"Invalid rho={rho!r}: must be a real number (float), got {type(rho).__name__}"
+        )
     value = float(rho)
     if not (0.0 < value <= 1.0):
         raise ValueError(
@@ -64,7 +68,9 @@ def collect_params(params: ParamsT) -> tuple[list[dict[str, Any]], list[Tensor]]
     seen: set[int] = set()
     for g, group in enumerate(raw_groups):
         if not isinstance(group, dict):
-            raise TypeError(f"Invalid params: group {g} is a {type(group).__name__}; mix no dicts and tensors")
+            raise TypeError(
+                f"Invalid params: group {g} is a {type(group).__name__}; mix no dicts and tensors"
+            )
         if "params" not in group:
             raise ValueError(f"Invalid params: parameter group {g} has no 'params' key")
         for key in ("lam", "rho"):
@@ -79,9 +85,13 @@ def collect_params(params: ParamsT) -> tuple[list[dict[str, Any]], list[Tensor]]
             if not isinstance(p, Tensor):
                 raise TypeError(f"Invalid params: expected Tensors, got {type(p).__name__}")
             if not p.is_leaf:
-                raise ValueError("Invalid params: a non-leaf tensor was given; surgeons write .grad of leaf tensors")
+                raise ValueError(
+                    "Invalid params: a non-leaf tensor was given; surgeons write .grad of leaf tensors"
+                )
             if not (p.is_floating_point() or p.is_complex()):
-                raise TypeError(f"Invalid params: a {p.dtype} tensor was given; parameters must be floating point")
+                raise TypeError(
+                    f"Invalid params: a {p.dtype} tensor was given; parameters must be floating point"
+                )
             if id(p) in seen:
                 raise ValueError(
                     "Invalid params: a parameter appears twice (in the same or in different groups); "
@@ -115,7 +125,9 @@ def check_loss(name: str, loss: object) -> Tensor:
 def check_grad_list(name: str, grads: object, params: Sequence[Tensor]) -> list[Tensor | None]:
     """A gradient list must align with the parameters: length, shape, dtype, device, dense."""
     if isinstance(grads, Tensor) or not isinstance(grads, Sequence):
-        raise TypeError(f"Invalid {name}: expected a list of tensors (or None), got {type(grads).__name__}")
+        raise TypeError(
+            f"Invalid {name}: expected a list of tensors (or None), got {type(grads).__name__}"
+        )
     if len(grads) != len(params):
         raise ValueError(
             f"Invalid {name}: got {len(grads)} gradients for {len(params)} parameters; "
@@ -127,14 +139,24 @@ def check_grad_list(name: str, grads: object, params: Sequence[Tensor]) -> list[
             out.append(None)
             continue
         if not isinstance(g, Tensor):
-            raise TypeError(f"Invalid {name}[{i}]: expected a Tensor or None, got {type(g).__name__}")
+            raise TypeError(
+                f"Invalid {name}[{i}]: expected a Tensor or None, got {type(g).__name__}"
+            )
         if g.is_sparse or g.layout != torch.strided:
-            raise ValueError(f"Invalid {name}[{i}]: sparse gradients are not supported; use dense gradients")
+            raise ValueError(
+                f"Invalid {name}[{i}]: sparse gradients are not supported; use dense gradients"
+            )
         if g.shape != p.shape:
-            raise ValueError(f"Invalid {name}[{i}]: shape {tuple(g.shape)} does not match the parameter's {tuple(p.shape)}")
+            raise ValueError(
+                f"Invalid {name}[{i}]: shape {tuple(g.shape)} does not match the parameter's {tuple(p.shape)}"
+            )
         if g.dtype != p.dtype:
-            raise ValueError(f"Invalid {name}[{i}]: dtype {g.dtype} does not match the parameter's {p.dtype}")
+            raise ValueError(
+                f"Invalid {name}[{i}]: dtype {g.dtype} does not match the parameter's {p.dtype}"
+            )
         if g.device != p.device:
-            raise ValueError(f"Invalid {name}[{i}]: device {g.device} does not match the parameter's {p.device}")
+            raise ValueError(
+                f"Invalid {name}[{i}]: device {g.device} does not match the parameter's {p.device}"
+            )
         out.append(g)
     return out
