@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -175,6 +175,17 @@ def fixed_subset(n_rows: int, size: int, seed: int) -> Tensor:
     """``min(size, n_rows)`` distinct row indices drawn with ``seed`` (sorted)."""
     g = torch.Generator().manual_seed(40_000 + seed)
     return torch.randperm(n_rows, generator=g)[: min(size, n_rows)].sort().values
+
+
+SetT = TypeVar("SetT", "ImageSet", "MultiTaskSet")
+
+
+def fixed_rows(data: SetT, size: int, seed: int) -> SetT:
+    """The same ``min(size, len(data))`` rows of ``data`` for every run with ``seed``.
+
+    Used for the evaluation subsets, so that every method is evaluated on the same rows.
+    """
+    return data.subset(fixed_subset(len(data), size, seed))
 
 
 class Batches(Iterator[ImageSet]):

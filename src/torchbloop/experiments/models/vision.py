@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..vision_data import ImageSet, normalize
+
 __all__ = ["MLP", "ConvNet", "classification_metrics", "forward_in_chunks"]
 
 
@@ -120,3 +122,9 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> tuple[float, float
     """
     loss = float(nn.functional.cross_entropy(logits, labels))
     return loss, float((logits.argmax(1) == labels).float().mean())
+
+
+def classifier_metrics(model: nn.Module, data: ImageSet) -> tuple[float, float]:
+    """``(mean cross-entropy, accuracy)`` of a one-head classifier on ``data`` (no grad)."""
+    (logits,) = forward_in_chunks(model, normalize(data.images))
+    return classification_metrics(logits, data.labels)

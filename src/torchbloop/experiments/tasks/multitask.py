@@ -26,7 +26,7 @@ from torch import Tensor
 from ..models.vision import ConvNet, classification_metrics, forward_in_chunks
 from ..registry import Experiment, Record, RunSpec, register
 from ..training import cosine_with_warmup, set_seed, train
-from ..vision_data import Batches, MultiTaskSet, fixed_subset, multitask_split, normalize
+from ..vision_data import Batches, MultiTaskSet, fixed_rows, multitask_split, normalize
 
 __all__ = ["run", "run_two_heads"]
 
@@ -135,9 +135,7 @@ def run(spec: RunSpec, steps: int | None = None) -> Record:
     return run_two_heads(
         spec,
         train_set=train_set,
-        train_eval=train_set.subset(
-            fixed_subset(len(train_set), TRAIN_EVAL_SIZE[spec.budget], spec.seed)
-        ),
+        train_eval=fixed_rows(train_set, TRAIN_EVAL_SIZE[spec.budget], spec.seed),
         test_eval=test_set,
         heads=(10, 10),
         main_labels=_garment,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..registry import Experiment, Record, RunSpec, register
-from ..vision_data import FASHION_COARSE, MultiTaskSet, fashion_split, fixed_subset
+from ..vision_data import FASHION_COARSE, MultiTaskSet, fashion_split, fixed_rows
 from .multitask import run_two_heads
 
 __all__ = ["coarse_set", "run"]
@@ -50,12 +50,8 @@ def run(spec: RunSpec, steps: int | None = None) -> Record:
     return run_two_heads(
         spec,
         train_set=train_set,
-        train_eval=train_set.subset(
-            fixed_subset(len(train_set), TRAIN_EVAL_SIZE[spec.budget], spec.seed)
-        ),
-        test_eval=test_set.subset(
-            fixed_subset(len(test_set), TEST_EVAL_SIZE[spec.budget], spec.seed)
-        ),
+        train_eval=fixed_rows(train_set, TRAIN_EVAL_SIZE[spec.budget], spec.seed),
+        test_eval=fixed_rows(test_set, TEST_EVAL_SIZE[spec.budget], spec.seed),
         heads=(10, 3),
         main_labels=lambda d: d.labels,
         aux_labels=lambda d: d.digits,

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.vision import ConvNet, classification_metrics, forward_in_chunks
+from ..models.vision import ConvNet, classifier_metrics
 from ..registry import Experiment, Record, RunSpec, register
 from ..training import cosine_with_warmup, set_seed, train
-from ..vision_data import Batches, ImageSet, fashion_split, fixed_subset, normalize
+from ..vision_data import Batches, fashion_split, fixed_rows, normalize
 
 __all__ = ["half_squared_norm", "run"]
 
@@ -44,19 +44,12 @@ def half_squared_norm(params: list[nn.Parameter] | list[Tensor]) -> Tensor:
     return 0.5 * torch.stack([p.pow(2).sum() for p in params]).sum()
 
 
-def _metrics(model: ConvNet, data: ImageSet) -> tuple[float, float]:
-    (logits,) = forward_in_chunks(model, normalize(data.images))
-    return classification_metrics(logits, data.labels)
-
-
 def run(spec: RunSpec, steps: int | None = None) -> Record:
     """One SGD-Nesterov run of ``spec.method`` at ``spec.lam`` (``steps`` overrides the budget's)."""
     gen = set_seed(spec.seed)
     train_set, test_set = fashion_split("train"), fashion_split("test")
-    train_eval = train_set.subset(
-        fixed_subset(len(train_set), TRAIN_EVAL_SIZE[spec.budget], spec.seed)
-    )
-    test_eval = test_set.subset(fixed_subset(len(test_set), TEST_EVAL_SIZE[spec.budget], spec.seed))
+    train_eval = fixed_rows(train_set, TRAIN_EVAL_SIZE[spec.budget], spec.seed)
+    test_eval = fixed_rows(test_set, TEST_EVAL_SIZE[spec.budget], spec.seed)
     model = ConvNet(heads=(10,))
     params = list(model.parameters())
     steps = steps if steps is not None else STEPS[spec.budget]
@@ -65,8 +58,8 @@ def run(spec: RunSpec, steps: int | None = None) -> Record:
 
     def evaluate() -> dict[str, Any]:
         aux = float(half_squared_norm(params))
-        train_main, train_acc = _metrics(model, train_eval)
-        eval_main, eval_acc = _metrics(model, test_eval)
+        train_main, train_acc = classifier_metrics(model, train_eval)
+        eval_main, eval_acc = classifier_metrics(model, test_eval)
         return {
             "train_main": train_main,
             "train_aux": aux,

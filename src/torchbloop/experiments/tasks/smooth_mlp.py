@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.vision import MLP, classification_metrics, forward_in_chunks
+from ..models.vision import MLP, classifier_metrics
 from ..registry import DEMO_BUDGET, Experiment, Record, RunSpec, register
 from ..training import cosine_with_warmup, set_seed, train
-from ..vision_data import Batches, ImageSet, fashion_split, fixed_subset, normalize
+from ..vision_data import Batches, fashion_split, fixed_rows, normalize
 
 __all__ = ["SpectralNormEstimator", "exact_log_norm_product", "run"]
 
@@ -110,19 +110,12 @@ class SpectralNormEstimator:
         return torch.stack([torch.log(s) for s in self.norms()]).sum()
 
 
-def _classifier_metrics(model: MLP, data: ImageSet) -> tuple[float, float]:
-    (logits,) = forward_in_chunks(model, normalize(data.images))
-    return classification_metrics(logits, data.labels)
-
-
 def run(spec: RunSpec, steps: int | None = None) -> Record:
     """One Adam run of ``spec.method`` at ``spec.lam`` (``steps`` overrides the budget's)."""
     gen = set_seed(spec.seed)
     train_set, test_set = fashion_split("train"), fashion_split("test")
-    train_eval = train_set.subset(
-        fixed_subset(len(train_set), TRAIN_EVAL_SIZE[spec.budget], spec.seed)
-    )
-    test_eval = test_set.subset(fixed_subset(len(test_set), TEST_EVAL_SIZE[spec.budget], spec.seed))
+    train_eval = fixed_rows(train_set, TRAIN_EVAL_SIZE[spec.budget], spec.seed)
+    test_eval = fixed_rows(test_set, TEST_EVAL_SIZE[spec.budget], spec.seed)
     model = MLP()
     estimator = SpectralNormEstimator(
         model.weight_matrices(), gen, warm_start=WARM_START_ITERATIONS
@@ -135,8 +128,8 @@ def run(spec: RunSpec, steps: int | None = None) -> Record:
 
     def evaluate() -> dict[str, Any]:
         aux = float(exact_log_norm_product(model.weight_matrices()))
-        train_main, train_acc = _classifier_metrics(model, train_eval)
-        eval_main, eval_acc = _classifier_metrics(model, test_eval)
+        train_main, train_acc = classifier_metrics(model, train_eval)
+        eval_main, eval_acc = classifier_metrics(model, test_eval)
         estimate = float(torch.stack([torch.log(s) for s in estimator.norms()]).sum())
         return {
             "train_main": train_main,
