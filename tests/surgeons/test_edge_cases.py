@@ -28,3 +28,12 @@ def test_all_parameters_frozen_is_a_step_without_parameters() -> None:
     surgeon.backward(main=(other * 2).sum(), aux=other.sum())
     assert frozen.grad is None
     assert surgeon.step_count == 1
+
+
+def test_huge_finite_gradients_are_not_mistaken_for_overflow() -> None:
+    """Their sum of squares overflows float32 (the fast check says no); the exact check says yes."""
+    w = torch.nn.Parameter(torch.ones(4))
+    surgeon = torchbloop.Mixed([w], lam=1.0)
+    surgeon.backward(main=(w * 1e20).sum(), aux=w.sum())
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+    assert surgeon.step_count == 1 and surgeon.skipped_steps == 0
