@@ -16,8 +16,13 @@ import torch
 from torch import Tensor
 
 from _timing import measure
-from torchbloop.functional import _blocked, bloop_direction, ema_update_, pcgrad_direction
-from torchbloop.functional._fused import bloop_update_
+from torchbloop.functional import (
+    _blocked,
+    bloop_direction,
+    bloop_update_,
+    ema_update_,
+    pcgrad_direction,
+)
 
 LAM, RHO = 0.5, 0.01
 BYTES_BASE = 3  # buffers moved by foreach_add_: read main, read aux, write aux

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 import torchbloop
 from _timing import measure
-from torchbloop.functional._fused import bloop_update_
-from torchbloop.surgeons._base import Surgeon
+from torchbloop import Surgeon
+from torchbloop.functional import bloop_update_
 
 VOCAB = 96
 
