@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from _timing import measure
+from torchbloop.compile import compiled_bloop_step
 from torchbloop.functional import (
     _blocked,
     bloop_direction,
@@ -112,23 +113,15 @@ for the inner products' pass). GB/s = this count x 4 bytes x params / time."""
 
 
 def compiled_step() -> Callable[..., object]:
-    """Bloop's step written plainly and handed to ``torch.compile`` (inductor fuses the passes)."""
+    """The library's compiled step (:func:`torchbloop.compile.compiled_bloop_step`)."""
+    step = compiled_bloop_step()
 
-    def step(
+    def run(
         main: list[Tensor], aux: list[Tensor], ema: list[Tensor], lam: float, rho: float
     ) -> Tensor:
-        cross = torch.stack([torch.sum(a * e) for a, e in zip(aux, ema)]).sum()
-        sq = torch.stack([torch.sum(e * e) for e in ema]).sum()
-        valid = torch.isfinite(sq) & (sq > 0)
-        coef = torch.where(
-            valid, cross / torch.where(valid, sq, torch.ones_like(sq)), torch.zeros_like(sq)
-        )
-        for m, a, e in zip(main, aux, ema):
-            a.copy_(m + lam * a - (lam * coef) * e)
-            e.copy_(torch.lerp(e, m, rho))
-        return coef
+        return step(main, aux, ema, lam=lam, rho=rho, out=aux).coef
 
-    return torch.compile(step, dynamic=False)  # type: ignore[return-value]
+    return run
 
 
 def jax_step() -> Callable[..., object] | None:
