@@ -1,4 +1,8 @@
-"""The cache-blocked CPU paths and :func:`bloop_update_` equal their references."""
+"""The cache-blocked CPU paths and :func:`bloop_update_` equal their references.
+
+Every test runs twice: with the fused C kernel where it applies, and with it switched off so
+that the cache-blocked torch-op paths (what runs where no C compiler is found) stay tested.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import torch
 
 from torchbloop.functional import (
     _blocked,
+    _native,
     bloop_direction,
     bloop_direction_reference,
     ema_update_,
@@ -28,6 +33,13 @@ SHAPES = [
     (_blocked.SMALL,),
     (40, 50),
 ]
+
+
+@pytest.fixture(autouse=True, params=["native", "torch-ops"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "torch-ops":
+        monkeypatch.setattr(_native, "usable", lambda *lists: False)
+    return str(request.param)
 
 
 def _lists(dtype: torch.dtype, seed: int) -> tuple[list[torch.Tensor], ...]:

@@ -10,12 +10,13 @@ memory bus about twice: once for the inner products, once for the rest.
 
 from __future__ import annotations
 
+import operator
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from . import _blocked
+from . import _blocked, _native
 from ._types import Reducer, TensorList
 from .bloop import BloopDirection, bloop_direction, bloop_direction_reference
 from .ema import ema_update_, ema_update_reference
@@ -68,14 +69,17 @@ def bloop_update_(
     """
     if ema_order not in ("paper", "code"):
         raise ValueError(f"Invalid ema_order={ema_order!r}: must be 'paper' or 'code'")
-    fast = (
+    candidate = (
         foreach
         and out is not None
         and _same(out, aux_grads)
-        and _blocked.blockable(main_grads, aux_grads, ema)
         and not _shares(ema, main_grads, aux_grads)
     )
-    if not fast:
+    if candidate and _native.usable(main_grads, aux_grads, ema):
+        assert out is not None
+        coef, skipped = _native_update(main_grads, aux_grads, ema, lam, rho, ema_order, reduce)
+        return BloopDirection(out, coef, skipped)
+    if not (candidate and _blocked.blockable(main_grads, aux_grads, ema)):
         return bloop_update_composed_(
             main_grads,
             aux_grads,
@@ -103,6 +107,28 @@ def bloop_update_(
         coef, skipped = projection_coefficient(dots[0], dots[1])
         _blocked.add_project_(main_grads, out, lam, ema, coef, rho)
     return BloopDirection(out, coef, skipped)
+
+
+def _native_update(
+    main_grads: TensorList,
+    aux_grads: TensorList,
+    ema: list[Tensor],
+    lam: float,
+    rho: float,
+    ema_order: EmaOrder,
+    reduce: Reducer | None,
+) -> tuple[Tensor, Tensor]:
+    """The fused C kernel's two passes (see :mod:`._native`); the direction overwrites
+    ``aux_grads``. Returns ``(coef, skipped)``."""
+    lists = _native.prepare(main_grads, aux_grads, ema)
+    code = ema_order == "code"
+    cross, sq = _native.dots(lists, rho=rho if code else None)
+    dots = torch.tensor([cross, sq], dtype=torch.float64)
+    if reduce is not None:
+        dots = reduce(dots)
+    coef, skipped = projection_coefficient(dots[0], dots[1])
+    _native.combine(lists, lam=lam, ncoef=-lam * float(coef), rho=None if code else rho)
+    return coef.to(ema[0].dtype), skipped
 
 
 def bloop_update_composed_(
@@ -151,7 +177,7 @@ def bloop_update_reference(
 
 
 def _same(a: TensorList, b: TensorList) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return a is b or (len(a) == len(b) and all(map(operator.is_, a, b)))
 
 
 def _shares(ema: TensorList, *others: TensorList) -> bool:

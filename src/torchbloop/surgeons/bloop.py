@@ -12,7 +12,6 @@ from ..distributed.data_parallel import ProcessGroupArg
 from ..distributed.sharded import local
 from ..functional import (
     Reducer,
-    bloop_direction,
     bloop_update_,
     ema_update_,
     global_dots,
@@ -68,7 +67,8 @@ class Bloop(Surgeon):
             projects on the current batch gradient (Eq. 3 on mini-batches).
         ema_dtype: dtype of the EMA; default float32 for float16/bfloat16 parameters, else the
             parameter's dtype. Kept through :meth:`load_state_dict`.
-        diagnostics: compute :class:`BloopDiagnostics` every step (a few extra inner products).
+        diagnostics: compute :class:`BloopDiagnostics` every step (a few extra inner products;
+            in "code" order also a temporary copy of the EMA).
         foreach: use the multi-tensor kernels.
         nonfinite: ``"raise"`` (default) on an inf/NaN loss or gradient, or ``"skip"`` the step
             (``.grad`` and the EMA untouched, ``skipped_steps`` incremented). Either costs one
@@ -175,28 +175,26 @@ class Bloop(Surgeon):
         if self.ema is None:
             self.ema = self._init_ema(main, index)
         ema = [local(self.ema[i]) for i in index]
-        if not self.diagnostics_enabled:
-            return bloop_update_(
-                main,
-                aux,
-                ema,
-                lam=self.lam,
-                rho=self._rho,
-                ema_order=self.ema_order,
-                out=aux,
-                foreach=self.foreach,
-                reduce=self._reduce,
-            ).direction
-        # Diagnostics look at the EMA the projection uses: updated first in "code" order.
-        if self.ema_order == "code":
-            ema_update_(ema, main, rho=self._rho, foreach=self.foreach)
-        self.diagnostics = _diagnostics(main, aux, ema, reduce=self._reduce)
-        result = bloop_direction(
-            main, aux, ema, lam=self.lam, out=aux, foreach=self.foreach, reduce=self._reduce
-        )
-        if self.ema_order == "paper":
-            ema_update_(ema, main, rho=self._rho, foreach=self.foreach)
-        return result.direction
+        if self.diagnostics_enabled:
+            # Diagnostics look at the EMA the projection uses: the updated one in "code" order
+            # (a temporary copy here, so that the direction below is computed exactly as
+            # without diagnostics).
+            seen = ema
+            if self.ema_order == "code":
+                seen = [e.clone() for e in ema]
+                ema_update_(seen, main, rho=self._rho, foreach=self.foreach)
+            self.diagnostics = _diagnostics(main, aux, seen, reduce=self._reduce)
+        return bloop_update_(
+            main,
+            aux,
+            ema,
+            lam=self.lam,
+            rho=self._rho,
+            ema_order=self.ema_order,
+            out=aux,
+            foreach=self.foreach,
+            reduce=self._reduce,
+        ).direction
 
     def _method_state(self) -> dict[int, dict[str, Tensor]]:
         if self.ema is None:
