@@ -379,11 +379,23 @@ def targets(found: dict[str, Any]) -> list[str]:
             out.append(
                 f"- 4. {row['task']}: one batched VJP is {v:.2f}x two backward passes ({faster})"
             )
-    rows = [r for r in found.get("scaling", []) if r.path == EAGER]
-    if len(rows) >= 2:
-        per = [(r.params, r.seconds / r.params) for r in sorted(rows, key=lambda r: r.params)]
-        desc = ", ".join(f"{p / 1e6:g}M: {s * 1e9:.2f} ns/param" for p, s in per)
-        out.append(f"- 6. {EAGER}: {desc} (at most linear: the time per parameter does not grow)")
+    for path in (EAGER, TORCH_OPS):
+        rows = sorted(
+            (r for r in found.get("scaling", []) if r.path == path), key=lambda r: r.params
+        )
+        if len(rows) < 2:
+            continue
+        desc = ", ".join(
+            f"{r.params / 1e6:g}M: {r.seconds / r.params * 1e9:.2f} ns/param" for r in rows
+        )
+        # Linear: from the second-largest size to the largest, time grows no faster than the
+        # parameter count (+15% for noise). The smallest size may sit in the last-level cache.
+        small, large = rows[-2], rows[-1]
+        growth = (large.seconds / small.seconds) / (large.params / small.params)
+        out.append(
+            f"- 6. {path}: {desc}; {small.params / 1e6:g}M -> {large.params / 1e6:g}M: time grew "
+            f"{growth:.2f}x as fast as the parameter count (limit 1.15x): {_verdict(growth, 1.15)}"
+        )
     return out
 
 
