@@ -92,16 +92,6 @@ def test_kernel_is_deterministic_for_a_thread_count(threads) -> None:
 
 
 @needs_kernel
-def test_kernel_skips_projection_on_zero_ema() -> None:
-    main, aux, _ = _lists(torch.float32, 4)
-    ema = [torch.zeros_like(t) for t in main]
-    want = [m + 0.5 * a for m, a in zip(main, aux)]
-    result = bloop_update_(main, aux, ema, lam=0.5, rho=0.25, out=aux)
-    assert bool(result.skipped) and float(result.coef) == 0.0
-    _assert_close(aux, [t.double() for t in want], torch.float32)
-
-
-@needs_kernel
 def test_kernel_propagates_non_finite_values() -> None:
     main, aux, ema = _lists(torch.float32, 5)
     main[3][5] = float("nan")

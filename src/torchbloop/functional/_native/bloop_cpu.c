@@ -37,6 +37,17 @@ typedef struct {
     double cross, sq;
 } job_t;
 
+/* Calls fn on each piece of a tensor that falls in the worker's range [lo, hi) of the
+ * concatenated elements: fn(job, tensor index, offset in the tensor, length). */
+static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) {
+    int64_t base = 0;
+    for (int64_t t = 0; t < j->count && base < j->hi; base += j->sizes[t], t++) {
+        int64_t lo = j->lo > base ? j->lo - base : 0;
+        int64_t up = j->hi - base < j->sizes[t] ? j->hi - base : j->sizes[t];
+        if (up > lo) fn(j, t, lo, up - lo);
+    }
+}
+
 #define DEFINE_KERNELS(T, V, LANES, SUF)                                                     \
     static inline V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }       \
     static inline void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                   \
@@ -102,35 +113,22 @@ typedef struct {
             if (lerp) e[i] = lerp1_##SUF(ei, mi, w, hi);                                     \
         }                                                                                    \
     }                                                                                        \
+    static void dots_piece_##SUF(job_t *j, int64_t t, int64_t lo, int64_t n) {              \
+        const T *m = j->main ? (const T *)j->main[t] + lo : 0;                               \
+        dots_span_##SUF((T *)j->aux[t] + lo, (T *)j->ema[t] + lo, m, n, (T)j->rho, j->lerp,  \
+                        j->rho >= 0.5, &j->cross, &j->sq);                                   \
+    }                                                                                        \
+    static void combine_piece_##SUF(job_t *j, int64_t t, int64_t lo, int64_t n) {           \
+        combine_span_##SUF((const T *)j->main[t] + lo, (const T *)j->aux[t] + lo,            \
+                           (T *)j->ema[t] + lo, (T *)j->out[t] + lo, n, (T)j->lam,           \
+                           (T)j->ncoef, (T)j->rho, j->lerp, j->rho >= 0.5);                  \
+    }                                                                                        \
     static void *dots_job_##SUF(void *arg) {                                                 \
-        job_t *j = (job_t *)arg;                                                             \
-        int64_t base = 0;                                                                    \
-        T w = (T)j->rho;                                                                     \
-        int hi = j->rho >= 0.5;                                                              \
-        for (int64_t t = 0; t < j->count && base < j->hi; base += j->sizes[t], t++) {        \
-            int64_t lo = j->lo > base ? j->lo - base : 0;                                    \
-            int64_t up = j->hi - base < j->sizes[t] ? j->hi - base : j->sizes[t];            \
-            if (up <= lo) continue;                                                          \
-            T *e = (T *)j->ema[t] + lo;                                                      \
-            const T *m = j->main ? (const T *)j->main[t] + lo : 0;                           \
-            dots_span_##SUF((T *)j->aux[t] + lo, e, m, up - lo, w, j->lerp, hi, &j->cross,   \
-                            &j->sq);                                                         \
-        }                                                                                    \
+        for_spans((job_t *)arg, dots_piece_##SUF);                                           \
         return 0;                                                                            \
     }                                                                                        \
     static void *combine_job_##SUF(void *arg) {                                              \
-        job_t *j = (job_t *)arg;                                                             \
-        int64_t base = 0;                                                                    \
-        T w = (T)j->rho;                                                                     \
-        int hi = j->rho >= 0.5;                                                              \
-        for (int64_t t = 0; t < j->count && base < j->hi; base += j->sizes[t], t++) {        \
-            int64_t lo = j->lo > base ? j->lo - base : 0;                                    \
-            int64_t up = j->hi - base < j->sizes[t] ? j->hi - base : j->sizes[t];            \
-            if (up <= lo) continue;                                                          \
-            combine_span_##SUF((const T *)j->main[t] + lo, (const T *)j->aux[t] + lo,        \
-                               (T *)j->ema[t] + lo, (T *)j->out[t] + lo, up - lo,            \
-                               (T)j->lam, (T)j->ncoef, w, j->lerp, hi);                      \
-        }                                                                                    \
+        for_spans((job_t *)arg, combine_piece_##SUF);                                        \
         return 0;                                                                            \
     }
 
