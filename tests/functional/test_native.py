@@ -7,6 +7,7 @@ skip, except under CI (``CI=true``), where the kernel must build: CI measures an
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +198,27 @@ def test_use_cpu_kernel_switches_the_path(monkeypatch: pytest.MonkeyPatch) -> No
     assert cpu_kernel_available() and cpu_kernel_status() == "fused CPU kernel: loaded"
     bloop_update_(main, aux, ema, lam=0.4, rho=0.1, out=aux)
     assert calls == [1]
+
+
+@needs_kernel
+def test_a_broken_cached_file_is_rebuilt(fresh: Path) -> None:
+    cc = _native._compiler()
+    assert cc is not None
+    target = _native._target(cc, _native._flags())
+    assert target.parent == fresh
+    target.write_bytes(b"not a shared library")  # never loaded: a fresh path in a fresh cache
+    assert _native.available()
+    assert target.read_bytes()[:4] == b"\x7fELF" or sys.platform == "darwin"
+
+
+def test_an_unwritable_cache_falls_back(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = fresh / "file"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("TORCHBLOOP_CACHE", str(blocker / "cache"))
+    _native._reset()
+    assert not _native.available()
+    assert "fused CPU kernel: not used" in _native.status()
+    main, aux, ema = _lists(torch.float32, 9)
+    want_dir, _ = bloop_update_reference(main, aux, ema, lam=0.4, rho=0.1)
+    bloop_update_(main, aux, ema, lam=0.4, rho=0.1, out=aux)
+    _assert_close(aux, want_dir, torch.float32)

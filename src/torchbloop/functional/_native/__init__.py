@@ -82,47 +82,47 @@ def _compiler() -> str | None:
     return None
 
 
+def _target(cc: str, flags: list[str]) -> Path:
+    """The cached library's path: keyed by the source, the flags and the compiler's version."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
+    key = hashlib.sha256(
+        _SOURCE.read_bytes() + repr((flags, version.stdout, sys.platform)).encode()
+    ).hexdigest()[:16]
+    return _cache_dir() / f"bloop_cpu_{key}.so"
+
+
 def _build() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC)")
     flags = _flags()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
-    key = hashlib.sha256(
-        _SOURCE.read_bytes() + repr((flags, version.stdout, sys.platform)).encode()
-    ).hexdigest()[:16]
-    target = _cache_dir() / f"bloop_cpu_{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            result = subprocess.run(
-                [cc, *flags, str(_SOURCE), "-o", str(built)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"{cc} failed: {result.stderr.strip()[-2000:]}")
-            os.replace(built, target)  # atomic: concurrent processes may race here
-    lib = ctypes.CDLL(str(target))
+    target = _target(cc, flags)
+    if target.exists():
+        try:
+            return _declare(ctypes.CDLL(str(target)))
+        except OSError:  # unreadable or foreign file under our name: build it again
+            pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        result = subprocess.run(
+            [cc, *flags, str(_SOURCE), "-o", str(built)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {result.stderr.strip()[-2000:]}")
+        os.replace(built, target)  # atomic: concurrent processes may race here
+    return _declare(ctypes.CDLL(str(target)))
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Sets the argument types of the two entry points of ``bloop_cpu.c``."""
     i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
     lib.torchbloop_dots.argtypes = [cint, i64, ptr, ptr, ptr, ptr, dbl, cint, cint, ptr]
     lib.torchbloop_dots.restype = cint
-    lib.torchbloop_combine.argtypes = [
-        cint,
-        i64,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        dbl,
-        dbl,
-        dbl,
-        cint,
-        cint,
-    ]
+    lib.torchbloop_combine.argtypes = [cint, i64, *[ptr] * 5, dbl, dbl, dbl, cint, cint]
     lib.torchbloop_combine.restype = cint
     return lib
 
