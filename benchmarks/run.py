@@ -34,6 +34,7 @@ os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
 import torch  # noqa: E402
 
 import _timing  # noqa: E402
+import combination  # noqa: E402
 from combination import Row, run_alternatives, run_scaling, run_small_tensors  # noqa: E402
 from memory import run_memory  # noqa: E402
 from torchbloop.functional import cpu_kernel_status  # noqa: E402
@@ -323,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
 EAGER = "bloop_update_ (fused C kernel, default)"
 TORCH_OPS = "bloop_update_ (torch ops, cache-blocked)"
 TWO_CALLS = "bloop_direction + ema_update_ (eager)"
-COMPILED = "torch.compile (inductor, same step)"
+COMPILED = combination.COMPILED
+COMPILED_LOOPS = combination.COMPILED_LOOPS
 
 
 def _verdict(value: float, limit: float) -> str:
@@ -339,6 +341,7 @@ def targets(found: dict[str, Any]) -> list[str]:
             (EAGER, 3.5, "eager default"),
             (EAGER, 3.0, "fused path"),
             (COMPILED, 3.0, "compiled path"),
+            (COMPILED_LOOPS, 3.0, "compiled, Inductor's code"),
             (TORCH_OPS, 3.5, "eager without a C compiler"),
             (TWO_CALLS, 3.5, "two public calls"),
         ):

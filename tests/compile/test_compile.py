@@ -9,7 +9,14 @@ from torch import nn
 
 from torchbloop import Bloop
 from torchbloop.compile import bloop_step_, compiled_bloop_step
-from torchbloop.functional import bloop_direction, ema_update_
+from torchbloop.functional import (
+    _native,
+    bloop_direction,
+    bloop_update_reference,
+    cpu_kernel_available,
+    cpu_kernel_status,
+    ema_update_,
+)
 
 
 def _lists(seed: int, scale: float = 1.0) -> list[list[torch.Tensor]]:
@@ -105,3 +112,76 @@ def test_inductor_step_and_model_equal_eager() -> None:
     got = compiled_bloop_step()(main, aux, ema, lam=0.3, rho=0.1, out=aux)
     for a, b in zip(got.direction + ema, expected.direction + eager_ema):
         torch.testing.assert_close(a, b)
+
+
+needs_kernel = pytest.mark.skipif(not cpu_kernel_available(), reason=cpu_kernel_status())
+
+
+def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = _native.combine
+    monkeypatch.setattr(_native, "combine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@needs_kernel
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("ema_order", ["paper", "code"])
+def test_compiled_step_calls_the_cpu_kernel(
+    backend: str, ema_order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU the compiled step runs the fused kernel as a custom op, in one graph."""
+    main, aux, ema = _lists(2)
+    want_dir, want_ema = bloop_update_reference(
+        main, aux, ema, lam=0.3, rho=0.1, ema_order=ema_order
+    )  # type: ignore[arg-type]
+    calls = _count_kernel_calls(monkeypatch)
+    step = compiled_bloop_step(backend=backend)
+    got = step(main, aux, ema, lam=0.3, rho=0.1, ema_order=ema_order, out=aux)
+    assert calls == [1]
+    assert all(d is a for d, a in zip(got.direction, aux, strict=True))
+    for a, b in zip(aux + ema, want_dir + want_ema, strict=True):
+        torch.testing.assert_close(a.double(), b.double(), rtol=2e-6, atol=2e-6)
+    assert got.coef.dtype == torch.float32 and not bool(got.skipped)
+
+
+@needs_kernel
+def test_compiled_step_with_the_kernel_is_one_graph() -> None:
+    main, aux, ema = _lists(3)
+    step = compiled_bloop_step(backend="aot_eager")
+    explanation = torch._dynamo.explain(step._torchdynamo_orig_callable)(  # type: ignore[attr-defined]
+        main, aux, ema, lam=0.3, rho=0.1, out=aux
+    )
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    ops = [str(n.target) for g in explanation.graphs for n in g.graph.nodes]
+    assert any("bloop_update_cpu_" in op for op in ops), ops
+
+
+@needs_kernel
+def test_compiled_step_without_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    main, aux, ema = _lists(4)
+    want_dir, want_ema = bloop_update_reference(main, aux, ema, lam=0.3, rho=0.1)
+    calls = _count_kernel_calls(monkeypatch)
+    step = compiled_bloop_step(backend="aot_eager", cpu_kernel=False)
+    step(main, aux, ema, lam=0.3, rho=0.1, out=aux)
+    assert calls == []
+    for a, b in zip(aux + ema, want_dir + want_ema, strict=True):
+        torch.testing.assert_close(a.double(), b.double(), rtol=2e-6, atol=2e-6)
+
+
+@needs_kernel
+def test_compiled_kernel_op_falls_back_on_non_contiguous_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The op checks what the kernel can take at run time; the rest goes through torch ops."""
+    main, aux, ema = _lists(5)
+    main = [m.t() if m.dim() == 2 else m for m in main]
+    aux = [a.t() if a.dim() == 2 else a for a in aux]
+    ema = [e.t().contiguous() if e.dim() == 2 else e for e in ema]
+    want_dir, want_ema = bloop_update_reference(main, aux, ema, lam=0.3, rho=0.1)
+    calls = _count_kernel_calls(monkeypatch)
+    step = compiled_bloop_step(backend="aot_eager")
+    step(main, aux, ema, lam=0.3, rho=0.1, out=aux)
+    assert calls == []
+    for a, b in zip(aux + ema, want_dir + want_ema, strict=True):
+        torch.testing.assert_close(a.double(), b.double(), rtol=2e-6, atol=2e-6)
