@@ -132,7 +132,7 @@ def compiled_bloop_step(
         cpu_kernel: on CPU float32/float64 gradients (with ``out=`` the auxiliary gradients and
             no ``reduce``), call the fused C kernel as the custom op
             ``torchbloop::bloop_update_cpu_`` instead of letting Inductor generate the loops:
-            2.4-2.9x ``foreach_add_`` against 3.5-4.0x for Inductor's code (20M parameters, one
+            2.4-2.9x ``foreach_add_`` against 3.4-4.0x for Inductor's code (20M parameters, one
             thread). Ignored when the kernel is unavailable (no C compiler).
 
     Returns:
