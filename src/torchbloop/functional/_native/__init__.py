@@ -164,7 +164,13 @@ def use_cpu_kernel(enabled: bool) -> bool:
 
 
 def available() -> bool:
-    """Whether the fused CPU kernel is on and built for this process (builds it if needed)."""
+    """Whether the fused CPU kernel is on and built for this process (builds it if needed).
+
+    Example:
+        >>> from torchbloop.functional import cpu_kernel_available, cpu_kernel_status
+        >>> cpu_kernel_available() == (cpu_kernel_status() == "fused CPU kernel: loaded")
+        True
+    """
     return not _state.get("off", False) and library() is not None
 
 
