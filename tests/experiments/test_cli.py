@@ -9,7 +9,12 @@ import pytest
 
 from torchbloop.experiments.cli import main
 from torchbloop.experiments.sweep.registry import BUDGETS, METHODS, names
-from torchbloop.experiments.sweep.results import LOSS_KEYS, read_records, validate_record
+from torchbloop.experiments.sweep.results import (
+    LOSS_KEYS,
+    SCHEMA_VERSION,
+    read_records,
+    validate_record,
+)
 
 OWN = ("projection_bias", "conditioning", "quadratic")
 
@@ -70,7 +75,7 @@ def _check_records(out: Path, name: str, n: int, sweep: bool) -> list[dict]:
                 out / name / "runs" / f"{r['spec']['method']}_lam{_lam(r)}_rho1e-02_seed0.json"
             ).read_text()
         )
-        assert raw["schema"] == 1
+        assert raw["schema"] == SCHEMA_VERSION
     return records
 
 

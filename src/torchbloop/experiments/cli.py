@@ -19,20 +19,42 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .analysis.plots import group_records
-from .analysis.report import pareto_summary, write_report
-from .sweep.registry import BUDGETS, METHODS, get, names
-from .sweep.results import read_records
+from .. import methods as method_table
+from . import data
+from .analysis.groups import group_records
+from .analysis.plots import EXTRA_HINT, MissingExtraError
+from .analysis.summary import dominance_sentence, pareto_summary
+from .sweep.registry import BUDGETS, Experiment, Lam, as_lam, get, lam_levels, names
+from .sweep.results import RecordError, experiments_in, read_records
 from .sweep.runner import run_sweep
 
 DEMO_EXPERIMENTS: tuple[str, ...] = ("quadratic", "smooth_mlp")
+INTERRUPTED = "interrupted; run the same command again to resume"
+EXIT_INTERRUPTED = 130
 
 
 class _UsageError(Exception):
     pass
+
+
+def _lam_arg(text: str) -> Lam:
+    """``--lams`` value: a number, or comma-separated numbers (one weight per aux loss)."""
+    try:
+        return as_lam([float(x) for x in text.split(",")])
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"invalid float value(s) {text!r}: give a number, or comma-separated numbers "
+            "(one weight per aux loss, highest priority first)"
+        ) from None
+
+
+def _methods_help() -> str:
+    rows = [f"{n} ({i.label})" for n, i in method_table.METHODS.items()]
+    return f"methods (default: the experiment's); valid: {', '.join(rows)}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,19 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the experiments (name, title, paper reference)")
     r = sub.add_parser("run", help="run a sweep of one experiment (resumable)")
     r.add_argument("name", help="experiment name (see `torchbloop list`)")
+    r.add_argument("--methods", nargs="+", help=_methods_help())
     r.add_argument(
-        "--methods",
+        "--lams",
         nargs="+",
-        help=f"methods (default: the experiment's); valid: {', '.join(METHODS)}",
-    )
-    r.add_argument(
-        "--lams", nargs="+", type=float, help="lam values >= 0 (default: the budget's grid)"
+        type=_lam_arg,
+        help="lam values >= 0 (default: the budget's grid); with several aux losses, "
+        "comma-separated weights per run, e.g. 0.1,0.01",
     )
     r.add_argument(
         "--rho",
         nargs="+",
         type=float,
-        help="Bloop EMA weight(s) in (0, 1] (default: the experiment's)",
+        help="EMA weight(s) in (0, 1] of the methods that take rho (default: the experiment's)",
     )
     r.add_argument("--seeds", nargs="+", type=int, help="seeds >= 0 (default: the experiment's)")
     r.add_argument(
@@ -80,20 +102,49 @@ def _check_jobs(jobs: int) -> None:
         raise _UsageError(f"Invalid --jobs={jobs}: must be an integer >= 1")
 
 
+def _check_extra(command: str) -> None:
+    """``run``, ``report`` and ``demo`` need the ``experiments`` extra (matplotlib)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise _UsageError(
+            f"`torchbloop {command}` needs matplotlib, which is not installed: {EXTRA_HINT}"
+        ) from None
+
+
+def _check_lams(exp: Experiment, methods: Sequence[str], lams: Sequence[Lam]) -> None:
+    bad = [x for x in lams if not all(math.isfinite(v) and v >= 0 for v in lam_levels(x))]
+    if bad:
+        raise _UsageError(f"Invalid --lams {bad}: each lam must be finite and >= 0")
+    k = max((len(lam_levels(x)) for x in lams), default=1)
+    if k > exp.max_levels:
+        raise _UsageError(
+            f"Invalid --lams with {k} weights: {exp.name!r} has {exp.max_levels} aux loss(es)"
+        )
+    for m in methods:
+        max_aux = method_table.get_method(m).max_aux
+        if max_aux is not None and k > max_aux:
+            raise _UsageError(
+                f"Invalid --methods {m!r} with {k} aux weights per lam: it takes at most "
+                f"{max_aux} aux loss(es)"
+            )
+
+
 def _validate_run(args: argparse.Namespace) -> None:
     valid = names()
     if args.name not in valid:
         raise _UsageError(f"Unknown experiment {args.name!r}: valid names are {', '.join(valid)}")
-    bad = [m for m in args.methods or [] if m not in METHODS]
+    exp = get(args.name)
+    table = method_table.METHODS
+    bad = [m for m in args.methods or [] if m not in table]
     if bad:
-        raise _UsageError(f"Invalid --methods {bad}: valid methods are {', '.join(METHODS)}")
+        raise _UsageError(f"Invalid --methods {bad}: valid methods are {', '.join(table)}")
     if args.budget not in BUDGETS:
         raise _UsageError(
             f"Invalid --budget={args.budget!r}: valid budgets are {', '.join(BUDGETS)}"
         )
-    bad_lams = [x for x in args.lams or [] if not (math.isfinite(x) and x >= 0)]
-    if bad_lams:
-        raise _UsageError(f"Invalid --lams {bad_lams}: each lam must be finite and >= 0")
+    lams = args.lams if args.lams is not None else exp.lams_for(args.budget)
+    _check_lams(exp, args.methods or exp.methods, lams)
     bad_rhos = [x for x in args.rho or [] if not (0 < x <= 1)]
     if bad_rhos:
         raise _UsageError(f"Invalid --rho {bad_rhos}: each rho must be in (0, 1]")
@@ -101,6 +152,37 @@ def _validate_run(args: argparse.Namespace) -> None:
     if bad_seeds:
         raise _UsageError(f"Invalid --seeds {bad_seeds}: each seed must be an integer >= 0")
     _check_jobs(args.jobs)
+
+
+def missing_datasets(experiments: Sequence[Experiment]) -> dict[str, Path]:
+    """``{dataset: a missing file}`` over the datasets the experiments need."""
+    needed = dict.fromkeys(d for e in experiments for d in e.datasets)
+    found = {d: data.missing_file(d) for d in needed}
+    return {d: path for d, path in found.items() if path is not None}
+
+
+def _check_datasets(experiments: Sequence[Experiment]) -> None:
+    """Every dataset the experiments need is on disk, checked once before any run."""
+    missing = missing_datasets(experiments)
+    if missing:
+        where = "; ".join(f"{d}: {path} does not exist" for d, path in missing.items())
+        raise _UsageError(
+            f"Missing dataset(s) {', '.join(missing)} ({where}). Fetch them with "
+            f"`python -m torchbloop.experiments.data fetch {' '.join(missing)}` (or `make data`), "
+            "or point TORCHBLOOP_DATA at a copy."
+        )
+
+
+def _check_out(out: str | Path) -> None:
+    """``out`` is (or can be made) a directory this process can write into."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".torchbloop-write-check-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise _UsageError(f"Invalid --out {str(out)!r}: cannot write there ({reason})") from None
 
 
 def _cmd_list() -> int:
@@ -113,6 +195,9 @@ def _cmd_list() -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     exp = get(args.name)
+    _check_extra("run")
+    _check_datasets([exp])
+    _check_out(args.out)
     result = run_sweep(
         exp.name,
         methods=args.methods or exp.methods,
@@ -154,10 +239,8 @@ def _demo_table(out: Path, name: str) -> list[str]:
             + ", ".join(f"{g} {d:.3g}" for g, d in best.items())
         )
     for s in splits:
-        for bg, og, k, n, rk, rn in summary[s]["dominance"]:
-            lines.append(
-                f"  {s}: {bg}'s front dominates {k}/{n} of {og}'s end points ({og}'s dominates {rk}/{rn} of {bg}'s)"
-            )
+        for d in summary[s]["dominance"]:
+            lines.append(f"  {s}: {dominance_sentence(*d)}")
     return lines
 
 
@@ -165,15 +248,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _check_jobs(args.jobs)
     out = Path(args.out)
     available = set(names())
-    ran, ok = [], True
     for name in DEMO_EXPERIMENTS:
         if name not in available:
             print(f"demo: experiment {name!r} is not available yet; skipped", file=sys.stderr)
-            continue
-        exp = get(name)
+    experiments = [get(n) for n in DEMO_EXPERIMENTS if n in available]
+    _check_extra("demo")
+    _check_datasets(experiments)
+    _check_out(out)
+    ran, ok = [], True
+    for exp in experiments:
         budget = exp.demo_budget
         result = run_sweep(
-            name,
+            exp.name,
             exp.methods,
             exp.lams_for(budget),
             exp.rhos_default(),
@@ -184,10 +270,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
         ok = ok and result.ok
         if result.completed or result.skipped:
-            ran.append(name)
+            ran.append(exp.name)
     if not ran:
         print("demo: nothing ran", file=sys.stderr)
         return 1
+    from .analysis.report import write_report
+
     readme = write_report(out, ran)
     for name in ran:
         print("\n".join(_demo_table(out, name)))
@@ -195,30 +283,51 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    if not Path(args.out).is_dir():
+        raise _UsageError(f"Invalid results directory {args.out!r}: not a directory")
+    _check_extra("report")
+    if not experiments_in(args.out):
+        raise _UsageError(f"Invalid results directory {args.out!r}: it holds no records")
+    from .analysis.report import write_report
+
+    print(write_report(args.out))
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        return _cmd_list()
+    if args.command == "run":
+        _validate_run(args)
+        return _cmd_run(args)
+    if args.command == "report":
+        return _cmd_report(args)
+    return _cmd_demo(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``torchbloop`` console script; returns the exit status."""
+    """Entry point of the ``torchbloop`` console script; returns the exit status.
+
+    0: done; 1: a run failed (the others still ran and are saved) or a record on disk is not
+    usable; 2: invalid arguments, a missing extra or dataset, or an unwritable ``--out``
+    (all checked before any work); 130: interrupted (Ctrl-C), finished runs are kept.
+    """
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         return int(e.code) if isinstance(e.code, int) else 2
     try:
-        if args.command == "list":
-            return _cmd_list()
-        if args.command == "run":
-            _validate_run(args)
-            return _cmd_run(args)
-        if args.command == "report":
-            if not Path(args.out).is_dir():
-                raise _UsageError(f"Invalid results directory {args.out!r}: not a directory")
-            try:
-                print(write_report(args.out))
-            except ValueError as e:
-                raise _UsageError(str(e)) from None
-            return 0
-        return _cmd_demo(args)
+        return _dispatch(args)
     except _UsageError as e:
         print(f"torchbloop: error: {e}", file=sys.stderr)
         return 2
+    except (RecordError, MissingExtraError) as e:
+        print(f"torchbloop: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(("\n" if sys.stderr.isatty() else "") + INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from torchbloop.experiments.analysis.pareto import (
     dominated_count,
     front,
+    hypervolume,
     hypervolume_2d,
+    hypervolume_3d,
     nondominated,
     reference_point,
     to_log,
@@ -127,3 +129,101 @@ def test_front_points_not_dominated_by_any(points: list[tuple[float, float]]) ->
     f = front(points)
     assert dominated_count(points, f) == 0
     assert len(f) >= 1
+
+
+# --- N objectives ---------------------------------------------------------------------------
+
+small_ints = st.integers(min_value=0, max_value=5)
+int_points_3d = st.lists(st.tuples(small_ints, small_ints, small_ints), min_size=0, max_size=9)
+REF_3D = (6, 6, 6)
+
+
+def _brute_dominated_cells(points: list[tuple[int, ...]], ref: tuple[int, ...]) -> int:
+    """Unit cells [c, c + 1) inside [0, ref) dominated by an integer point: exact volume."""
+    cells = np.stack(np.meshgrid(*[np.arange(r) for r in ref], indexing="ij"), -1).reshape(
+        -1, len(ref)
+    )
+    if not points:
+        return 0
+    pts = np.asarray(points)
+    covered = np.any(np.all(pts[None, :, :] <= cells[:, None, :], axis=2), axis=1)
+    return int(covered.sum())
+
+
+def _brute_nondominated(points: np.ndarray) -> list[bool]:
+    out = []
+    for i, p in enumerate(points):
+        others = np.delete(points, i, axis=0)
+        out.append(not any(np.all(q <= p) and np.any(q < p) for q in others))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(int_points_3d)
+def test_hypervolume_3d_equals_cell_count(points: list[tuple[int, int, int]]) -> None:
+    assert hypervolume_3d(points, REF_3D) == _brute_dominated_cells(points, REF_3D)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(*[small_ints] * 4), min_size=1, max_size=6))
+def test_hypervolume_4d_equals_cell_count(points: list[tuple[int, ...]]) -> None:
+    assert hypervolume(points, (6,) * 4) == _brute_dominated_cells(points, (6,) * 4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(point_lists)
+def test_hypervolume_nd_agrees_with_2d(points: list[tuple[float, float]]) -> None:
+    assert hypervolume(points, REF) == pytest.approx(hypervolume_2d(points, REF), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("points", "ref", "expected"),
+    [
+        ([[0.0, 0.0, 0.0]], (1.0, 2.0, 3.0), 6.0),  # one box
+        ([[1.0, 2.0, 1.0], [2.0, 1.0, 2.0]], (3.0, 3.0, 3.0), 5.0),  # 4 + 2 - overlap 1
+        ([[1.0, 1.0, 1.0], [1.5, 1.5, 1.5]], (2.0, 2.0, 2.0), 1.0),  # dominated point adds 0
+        ([[0.5, 0.5, 2.0], [np.nan, 0.0, 0.0]], (2.0, 2.0, 2.0), 0.0),  # on ref, non-finite
+        ([], (1.0, 1.0, 1.0), 0.0),
+        # the corner points of a simplex front: 1 - (three unit cubes of side 1/2 missing)
+        ([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]], (1.0, 1.0, 1.0), 0.5),
+    ],
+)
+def test_hypervolume_3d_known_values(
+    points: list[list[float]], ref: tuple[float, float, float], expected: float
+) -> None:
+    assert hypervolume_3d(points, ref) == pytest.approx(expected)
+
+
+def test_hypervolume_3d_scale_invariance() -> None:
+    """Scaling each objective scales the volume by the product of the factors."""
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 1, size=(30, 3))
+    scale = np.array([1e-10, 1.0, 1e15])
+    base = hypervolume_3d(pts, (1.0, 1.0, 1.0))
+    assert hypervolume_3d(pts * scale, scale) == pytest.approx(base * 1e5, rel=1e-9)
+
+
+def test_hypervolume_rejects_mismatched_ref() -> None:
+    with pytest.raises(ValueError, match="ref with 2 coordinates"):
+        hypervolume([[1.0, 1.0, 1.0]], (2.0, 2.0))
+    with pytest.raises(ValueError, match=r"must be \(n, 3\)"):
+        hypervolume_3d([[1.0, 1.0]], (2.0, 2.0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(int_points_3d)
+def test_nondominated_3d_matches_brute_force(points: list[tuple[int, int, int]]) -> None:
+    pts = np.asarray(points, dtype=float).reshape(-1, 3)
+    assert nondominated(pts).tolist() == _brute_nondominated(pts)
+    f = front(pts)
+    assert len(f) == sum(_brute_nondominated(pts))
+    rows = [tuple(row) for row in f]
+    assert rows == sorted(rows)  # lexicographic order
+
+
+def test_dominated_count_and_reference_point_in_3d() -> None:
+    a = [[1.0, 1.0, 1.0]]
+    b = [[2.0, 2.0, 2.0], [0.0, 3.0, 3.0], [1.0, 1.0, 1.0]]
+    assert dominated_count(a, b) == 1  # equal points do not dominate
+    ref = reference_point(np.concatenate([a, b]))
+    assert ref.shape == (3,) and np.all(ref > np.max(np.concatenate([a, b]), axis=0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torchbloop.experiments.sweep import registry
 from torchbloop.experiments.sweep.registry import Experiment, RunSpec, format_float, register
 from torchbloop.experiments.sweep.results import (
+    RecordError,
     complete_record,
     is_done,
     read_records,
@@ -85,12 +87,15 @@ def test_record_round_trip(tmp_path: Path) -> None:
     assert not list(path.parent.glob("*.tmp"))
 
 
-def test_corrupt_record_is_not_done(tmp_path: Path) -> None:
+def test_corrupt_record_is_an_error_naming_the_file(tmp_path: Path) -> None:
     spec = RunSpec("_x", "bloop", 1.0, 0.01, 0, "smoke")
     path = run_path(tmp_path, spec)
     path.parent.mkdir(parents=True)
     path.write_text('{"schema": 1, "spec"')
-    assert not is_done(tmp_path, spec) and read_records(tmp_path, "_x") == []
+    with pytest.raises(RecordError, match=re.escape(spec.run_id)):
+        is_done(tmp_path, spec)
+    with pytest.raises(RecordError, match="cannot be read"):
+        read_records(tmp_path, "_x")
 
 
 def test_validate_record_rejects_bad_trajectory() -> None:

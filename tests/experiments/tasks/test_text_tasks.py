@@ -86,6 +86,7 @@ def fake_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(datasets, "load_austen", _fake_austen)
     monkeypatch.setattr(datasets, "load_shakespeare", _fake_shakespeare)
     monkeypatch.setattr(datasets, "load_bible_parallel", _fake_bible)
+    monkeypatch.setattr(cli, "missing_datasets", lambda experiments: {})  # fakes stand in
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster and fair to a shared machine
     yield

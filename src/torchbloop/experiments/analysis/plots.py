@@ -2,79 +2,87 @@
 
 * :func:`pareto_plot`: the paper-style plot; x = main loss, y = aux loss, one colour per
   method, end points as markers (size grows with lam, lam written beside), each method's
-  non-dominated front as a line, trajectories faint; a train panel and an eval panel.
+  non-dominated front as a line, trajectories faint; a train panel and an eval panel. With
+  three or more objectives, one panel per pair of objectives and split.
 * :func:`curve_plot`: the ``curves`` of records, one panel per ``panel`` (or y label).
 * :func:`metric_vs_lam_plot`: final metrics against lam, one line per method.
+
+Names and colours come from the method table (:mod:`.groups`). matplotlib (the
+``experiments`` extra) is imported when a figure is drawn, so importing this module never
+fails without it: :func:`pyplot` raises :class:`MissingExtraError` naming the extra.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from ..sweep.registry import Record, format_float
+from ..sweep.registry import Record, format_lam
+from .groups import group_method, group_records, lam_key, method_colour
 from .pareto import front
 
-METHOD_COLORS = {
-    "bloop": "tab:red",
-    "mixed": "tab:blue",
-    "pcgrad": "tab:green",
-    "dynamic_barrier": "tab:purple",
-}
-_METHOD_SHADES = {
-    "bloop": "Reds",
-    "mixed": "Blues",
-    "pcgrad": "Greens",
-    "dynamic_barrier": "Purples",
-}
-METHOD_LABELS = {
-    "bloop": "Bloop",
-    "mixed": "Mixed",
-    "pcgrad": "PCGrad",
-    "dynamic_barrier": "Dynamic Barrier",
-}
+__all__ = [
+    "MissingExtraError",
+    "curve_plot",
+    "group_colour",
+    "group_records",
+    "method_colour",
+    "metric_vs_lam_plot",
+    "pareto_plot",
+    "pyplot",
+]
+
+EXTRA_HINT = 'pip install "torchbloop[experiments]"'
 
 
-def group_label(record: Record, multi_rho: bool) -> str:
-    """Legend label of a record's group: the method, plus rho when a sweep varies it."""
-    method = record["spec"]["method"]
-    label = str(METHOD_LABELS.get(method, method))
-    if multi_rho and method == "bloop":
-        label += f" (rho={format_float(record['spec']['rho'])})"
-    return label
+class MissingExtraError(ImportError):
+    """An optional dependency of the experiments is not installed; the message says how."""
 
 
-def group_records(records: Sequence[Record]) -> dict[str, list[Record]]:
-    """Records grouped by :func:`group_label`, in a stable order (Bloop first)."""
-    rhos = {r["spec"]["rho"] for r in records if r["spec"]["method"] == "bloop"}
-    groups: dict[str, list[Record]] = defaultdict(list)
-    order = {m: i for i, m in enumerate(METHOD_COLORS)}
-    for r in sorted(
-        records,
-        key=lambda r: (order.get(r["spec"]["method"], 99), r["spec"]["rho"], r["spec"]["lam"]),
-    ):
-        groups[group_label(r, len(rhos) > 1)].append(r)
-    return dict(groups)
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the Agg backend.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (install the ``experiments`` extra).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtraError(
+            f"Figures need matplotlib, which is not installed: {EXTRA_HINT}"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-def _group_color(groups: Mapping[str, Sequence[Record]], label: str, index: int) -> Any:
-    """The method's colour; shades of it when several groups share a method (a rho sweep)."""
-    del index  # the colour depends on the method and the group's rank within it only
-    method = groups[label][0]["spec"]["method"]
-    same = [k for k, g in groups.items() if g[0]["spec"]["method"] == method]
+def group_colour(groups: Mapping[str, Sequence[Record]], label: str) -> Any:
+    """The method's table colour; lighter to darker shades of it when several groups share
+    a method (a rho sweep or variants), so the groups of one method stay recognisable."""
+    method = group_method(groups[label])
+    base = method_colour(method)
+    same = [k for k, g in groups.items() if group_method(g) == method]
     if len(same) == 1:
-        return METHOD_COLORS.get(method, "k")
-    shade = 0.35 + 0.65 * same.index(label) / (len(same) - 1)
-    return plt.get_cmap(_METHOD_SHADES.get(method, "Greys"))(shade)
+        return base
+    pyplot()  # says which extra to install when matplotlib is missing
+    from matplotlib.colors import to_rgb
+
+    t = same.index(label) / (len(same) - 1)  # 0: lightest, 1: darkest
+    mix = 0.55 * (1 - t) - 0.35 * t  # > 0: towards white, < 0: towards black
+    rgb = np.asarray(to_rgb(base))
+    out = rgb + mix * (1 - rgb) if mix > 0 else rgb * (1 + mix)
+    return tuple(float(c) for c in out)
+
+
+def _has_positive(values: Iterable[Any]) -> bool:
+    return any(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
 
 
 def _use_log(values: Sequence[float]) -> bool:
@@ -116,76 +124,126 @@ def _draw_optimum(ax: Any, x: float, y: float, xl: Any, yl: Any) -> None:
         ax.axvline(x, color="goldenrod", ls="--", lw=1.2, label=text + ", aux off-axis")
 
 
-def pareto_plot(records: Sequence[Record], path: Path, title: str) -> Path:
-    """Paper-style Pareto plot (train and eval panels) of the end points of ``records``."""
+def _objective_label(objective: str, objectives: Sequence[str]) -> str:
+    """``main``/``aux`` as they are; numbered aux objectives with their priority level."""
+    if len(objectives) == 2:
+        return f"{objective} loss"
+    level = list(objectives).index(objective)
+    return f"{objective} loss (level {level})"
+
+
+def _pareto_panel(
+    ax: Any,
+    records: Sequence[Record],
+    groups: Mapping[str, Sequence[Record]],
+    keys: tuple[str, str],
+    labels: tuple[str, str],
+    lam_rank: Mapping[tuple[float, ...], int],
+) -> None:
+    """One panel: end points of every group on two final keys, fronts, faint trajectories."""
+    kx, ky = keys
+    xs = [r["final"].get(kx, math.nan) for r in records]
+    ys = [r["final"].get(ky, math.nan) for r in records]
+    optima = [
+        r["extra"]["optimum"] for r in records if isinstance(r["extra"].get("optimum"), Mapping)
+    ]
+    logx, logy = _use_log(xs), _use_log(ys)
+    for label, recs in groups.items():
+        color = group_colour(groups, label)
+        for r in recs:
+            t = r["trajectory"]
+            if kx in t and ky in t:
+                ax.plot(t[kx], t[ky], color=color, alpha=0.15, lw=0.8)
+        pts = np.array(
+            [[r["final"].get(kx, math.nan), r["final"].get(ky, math.nan)] for r in recs],
+            dtype=float,
+        )
+        sizes = [18 + 10 * lam_rank[lam_key(r)] for r in recs]
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=sizes,
+            color=color,
+            label=label,
+            edgecolors="k",
+            linewidths=0.4,
+            zorder=3,
+        )
+        for r, (x, y) in zip(recs, pts):
+            if math.isfinite(x) and math.isfinite(y):
+                ax.annotate(
+                    format_lam(r["spec"]["lam"]),
+                    (x, y),
+                    fontsize=6,
+                    color=color,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        f = front(pts)
+        if len(f) > 1:
+            ax.plot(f[:, 0], f[:, 1], color=color, lw=1.6, zorder=2)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if optima:  # include the optimum unless it is orders of magnitude off (e.g. main = 0)
+        xs, ys = (
+            _with_optimum(xs, optima[0].get(kx, math.nan), logx),
+            _with_optimum(ys, optima[0].get(ky, math.nan), logy),
+        )
+    xl, yl = _limits(xs, logx), _limits(ys, logy)
+    if xl:
+        ax.set_xlim(*xl)
+    if yl:
+        ax.set_ylim(*yl)
+    if optima:
+        _draw_optimum(ax, optima[0].get(kx, math.nan), optima[0].get(ky, math.nan), xl, yl)
+    ax.set_xlabel(labels[0] + (" (log)" if logx else ""))
+    ax.set_ylabel(labels[1] + (" (log)" if logy else ""))
+    ax.grid(True, which="both", alpha=0.25)
+    ax.tick_params(which="minor", labelsize=7)
+    ax.legend(fontsize=8)
+
+
+def pareto_plot(
+    records: Sequence[Record],
+    path: Path,
+    title: str,
+    objectives: Sequence[str] = ("main", "aux"),
+) -> Path:
+    """Paper-style Pareto plot of the end points of ``records``.
+
+    Two objectives: a train and an eval panel (x = main, y = aux). More: one row per split
+    and one panel per pair of objectives (each panel's fronts are those of its pair).
+    """
+    plt = pyplot()
     groups = group_records(records)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
-    all_lams = sorted({r["spec"]["lam"] for r in records})
-    lam_rank = {lam: i for i, lam in enumerate(all_lams)}
-    for ax, split in zip(axes, ("train", "eval")):
-        kx, ky = f"{split}_main", f"{split}_aux"
-        xs = [r["final"].get(kx, math.nan) for r in records]
-        ys = [r["final"].get(ky, math.nan) for r in records]
-        optima = [
-            r["extra"]["optimum"] for r in records if isinstance(r["extra"].get("optimum"), Mapping)
+    pairs = list(itertools.combinations(objectives, 2))
+    splits = ("train", "eval")
+    if len(pairs) == 1:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), squeeze=False)
+        cells = [(axes[0][i], split, pairs[0]) for i, split in enumerate(splits)]
+    else:
+        fig, axes = plt.subplots(2, len(pairs), figsize=(5.2 * len(pairs), 9.6), squeeze=False)
+        cells = [
+            (axes[i][j], split, pair)
+            for i, split in enumerate(splits)
+            for j, pair in enumerate(pairs)
         ]
-        logx, logy = _use_log(xs), _use_log(ys)
-        for gi, (label, recs) in enumerate(groups.items()):
-            color = _group_color(groups, label, gi)
-            for r in recs:
-                t = r["trajectory"]
-                if kx in t and ky in t:
-                    ax.plot(t[kx], t[ky], color=color, alpha=0.15, lw=0.8)
-            pts = np.array(
-                [[r["final"].get(kx, math.nan), r["final"].get(ky, math.nan)] for r in recs],
-                dtype=float,
-            )
-            sizes = [18 + 10 * lam_rank[r["spec"]["lam"]] for r in recs]
-            ax.scatter(
-                pts[:, 0],
-                pts[:, 1],
-                s=sizes,
-                color=color,
-                label=label,
-                edgecolors="k",
-                linewidths=0.4,
-                zorder=3,
-            )
-            for r, (x, y) in zip(recs, pts):
-                if math.isfinite(x) and math.isfinite(y):
-                    ax.annotate(
-                        format_float(r["spec"]["lam"]),
-                        (x, y),
-                        fontsize=6,
-                        color=color,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
-            f = front(pts)
-            if len(f) > 1:
-                ax.plot(f[:, 0], f[:, 1], color=color, lw=1.6, zorder=2)
-        if logx:
-            ax.set_xscale("log")
-        if logy:
-            ax.set_yscale("log")
-        if optima:  # include the optimum unless it is orders of magnitude off (e.g. main = 0)
-            xs, ys = (
-                _with_optimum(xs, optima[0].get(kx, math.nan), logx),
-                _with_optimum(ys, optima[0].get(ky, math.nan), logy),
-            )
-        xl, yl = _limits(xs, logx), _limits(ys, logy)
-        if xl:
-            ax.set_xlim(*xl)
-        if yl:
-            ax.set_ylim(*yl)
-        if optima:
-            _draw_optimum(ax, optima[0].get(kx, math.nan), optima[0].get(ky, math.nan), xl, yl)
-        ax.set_xlabel(f"{split} main loss" + (" (log)" if logx else ""))
-        ax.set_ylabel(f"{split} aux loss" + (" (log)" if logy else ""))
+    lam_rank = {lam: i for i, lam in enumerate(sorted({lam_key(r) for r in records}))}
+    for ax, split, (ox, oy) in cells:
+        _pareto_panel(
+            ax,
+            records,
+            groups,
+            (f"{split}_{ox}", f"{split}_{oy}"),
+            (
+                f"{split} {_objective_label(ox, objectives)}",
+                f"{split} {_objective_label(oy, objectives)}",
+            ),
+            lam_rank,
+        )
         ax.set_title(f"{split}: end points (lam beside), fronts, trajectories faint", fontsize=9)
-        ax.grid(True, which="both", alpha=0.25)
-        ax.tick_params(which="minor", labelsize=7)
-        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +254,7 @@ def pareto_plot(records: Sequence[Record], path: Path, title: str) -> Path:
 
 def curve_plot(curves: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
     """Plot curves (dicts with x, y, label, xlabel, ylabel[, panel, xscale, yscale])."""
+    plt = pyplot()
     panels: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for c in curves:
         panels[c.get("panel") or c.get("ylabel", "")].append(c)
@@ -212,8 +271,11 @@ def curve_plot(curves: Sequence[Mapping[str, Any]], path: Path, title: str) -> P
                 color=c.get("color"),
                 ls=c.get("linestyle", "-"),
             )
-        ax.set_xscale(cs[0].get("xscale", "linear"))
-        ax.set_yscale(cs[0].get("yscale", "linear"))
+        for axis in ("x", "y"):  # log only where the panel has a positive finite value
+            scale = cs[0].get(f"{axis}scale", "linear")
+            if scale == "log" and not _has_positive(v for c in cs for v in c[axis]):
+                scale = "linear"
+            getattr(ax, f"set_{axis}scale")(scale)
         ax.set_xlabel(cs[0].get("xlabel", "x"))
         ax.set_ylabel(cs[0].get("ylabel", "y"))
         ax.set_title(panel, fontsize=9)
@@ -233,14 +295,18 @@ def metric_vs_lam_plot(
 ) -> Path:
     """Final metrics vs lam (lam > 0, log x), one line per method group.
 
+    With several aux weights per run, x is the first (highest-priority) weight.
+
     Args:
         keys: ``(final key, y label, y scale)`` per panel.
     """
     curves = []
-    for label, recs in group_records(records).items():
-        recs = sorted((r for r in recs if r["spec"]["lam"] > 0), key=lambda r: r["spec"]["lam"])
+    groups = group_records(records)
+    for label, recs in groups.items():
+        colour = group_colour(groups, label)
+        recs = sorted((r for r in recs if lam_key(r)[0] > 0), key=lam_key)
         for key, ylabel, yscale in keys:
-            pts = [(r["spec"]["lam"], r["final"].get(key, math.nan)) for r in recs]
+            pts = [(lam_key(r)[0], r["final"].get(key, math.nan)) for r in recs]
             curves.append(
                 {
                     "x": [p[0] for p in pts],
@@ -251,7 +317,7 @@ def metric_vs_lam_plot(
                     "ylabel": ylabel,
                     "xscale": "log",
                     "yscale": yscale,
-                    "color": METHOD_COLORS.get(recs[0]["spec"]["method"]) if recs else None,
+                    "color": colour,
                 }
             )
     return curve_plot(curves, path, title)

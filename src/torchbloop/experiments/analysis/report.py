@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ..sweep.registry import Experiment, Record, format_lam, get, lam_levels
+from ..sweep.results import LOSS_KEYS, experiment_dir, experiments_in, read_records, spec_of
+from .groups import group_label, group_records
+from .summary import describe_runs, dominance_sentence, pareto_summary
 
-from ..sweep.registry import Experiment, Record, format_float, get
-from ..sweep.results import LOSS_KEYS, experiment_dir, experiments_in, read_records
-from . import pareto, plots
+__all__ = ["endpoint_rows", "md_table", "pareto_summary", "write_experiment_report", "write_report"]
 
 
 def _fmt(x: Any) -> str:
@@ -37,90 +38,50 @@ def _experiment(name: str) -> Experiment | None:
         return None
 
 
-def _final_keys(records: Sequence[Record]) -> list[str]:
-    keys = [k for k in LOSS_KEYS if any(k in r["final"] for r in records)]
+def _final_keys(records: Sequence[Record], first: Sequence[str] = LOSS_KEYS) -> list[str]:
+    keys = [k for k in first if any(k in r["final"] for r in records)]
     for r in records:
         keys += [k for k in r["final"] if k not in keys]
     return keys
 
 
-def endpoint_rows(records: Sequence[Record]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of the end-point table: one row per run."""
-    keys = _final_keys(records)
+def endpoint_rows(
+    records: Sequence[Record], first: Sequence[str] = LOSS_KEYS
+) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the end-point table: one row per run.
+
+    ``lam`` is a number, or the weights joined by ``;`` for several aux losses; a ``variant``
+    column is added when a record has one.
+    """
+    keys = _final_keys(records, first)
+    with_variant = any(r["spec"].get("variant") for r in records)
     header = ["method", "lam", "rho", "seed", "budget", *keys, "wall_time_s"]
+    header += ["variant"] if with_variant else []
     rows = []
-    for group in plots.group_records(records).values():
+    for group in group_records(records).values():
         for r in group:
             s = r["spec"]
+            lam = s["lam"] if not isinstance(s["lam"], tuple) else ";".join(map(str, s["lam"]))
             rows.append(
                 [
                     s["method"],
-                    s["lam"],
+                    lam,
                     s["rho"],
                     s["seed"],
                     s["budget"],
                     *(r["final"].get(k, math.nan) for k in keys),
                     r["wall_time_s"],
+                    *([s.get("variant", "")] if with_variant else []),
                 ]
             )
     return header, rows
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A Markdown table (numbers with 4 significant digits)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return lines
-
-
-def pareto_summary(records: Sequence[Record]) -> dict[str, Any]:
-    """Hypervolumes per group and Bloop-front dominance counts, for train and eval.
-
-    Returns:
-        ``{split: {"space": "log10"|"linear", "ref": [x, y], "hv": {group: float},
-        "dominance": [(bloop group, other group, dominated, total, reverse dominated, bloop total)]}}``
-    """
-    groups = plots.group_records(records)
-    summary: dict[str, Any] = {}
-    for split in ("train", "eval"):
-        kx, ky = f"{split}_main", f"{split}_aux"
-        pts = {
-            g: np.array(
-                [[r["final"].get(kx, math.nan), r["final"].get(ky, math.nan)] for r in rs],
-                dtype=float,
-            )
-            for g, rs in groups.items()
-        }
-        allpts = np.concatenate(list(pts.values())) if pts else np.zeros((0, 2))
-        if not np.any(np.all(np.isfinite(allpts), axis=1)):
-            continue
-        _, log = pareto.to_log(allpts)
-        tf = (lambda a: pareto.to_log(a)[0]) if log else (lambda a: a)
-        ref = pareto.reference_point(tf(allpts))
-        hv = {g: pareto.hypervolume_2d(tf(p), ref) for g, p in pts.items()}
-        dominance = []
-        for bg, bp in pts.items():
-            if groups[bg][0]["spec"]["method"] != "bloop":
-                continue
-            for og, op in pts.items():
-                if groups[og][0]["spec"]["method"] == "bloop":
-                    continue
-                dominance.append(
-                    (
-                        bg,
-                        og,
-                        pareto.dominated_count(pareto.front(bp), op),
-                        len(op),
-                        pareto.dominated_count(pareto.front(op), bp),
-                        len(bp),
-                    )
-                )
-        summary[split] = {
-            "space": "log10" if log else "linear",
-            "ref": ref.tolist(),
-            "hv": hv,
-            "dominance": dominance,
-        }
-    return summary
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -130,12 +91,36 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
         w.writerows(rows)
 
 
+def reproduce_command(records: Sequence[Record], name: str, exp: Experiment | None) -> str:
+    """The ``torchbloop run`` command that gives ``records`` (defaults of the budget left out)."""
+    specs = [spec_of(r) for r in records]
+    budget = sorted({s.budget for s in specs})[0]
+    parts = [f"torchbloop run {name} --budget {budget}"]
+    methods = list(dict.fromkeys(s.method for s in specs))
+    levels = sorted({s.levels for s in specs})
+    seeds = sorted({s.seed for s in specs})
+    rhos = sorted({s.rho for s in specs})
+    if exp is None or methods != list(exp.methods):
+        parts.append("--methods " + " ".join(methods))
+    if exp is None or levels != sorted({lam_levels(x) for x in exp.lams_for(budget)}):
+        parts.append("--lams " + " ".join(",".join(repr(x) for x in k) for k in levels))
+    if exp is None or seeds != sorted(exp.seeds):
+        parts.append("--seeds " + " ".join(map(str, seeds)))
+    if exp is None or rhos != sorted(exp.rhos_default()):
+        parts.append("--rho " + " ".join(repr(x) for x in rhos))
+    return " ".join(parts) + " --out OUT"
+
+
 def write_experiment_report(out_dir: str | Path, name: str) -> Path:
     """Write ``OUT/<name>/report.md`` (+ figures, endpoints.csv) from its records."""
+    from . import plots  # matplotlib: imported here, the CLI says which extra is missing
+
     records = read_records(out_dir, name)
     exp = _experiment(name)
     edir = experiment_dir(out_dir, name)
-    has_losses = all(all(k in r["final"] for k in LOSS_KEYS) for r in records)
+    objectives = exp.objectives if exp else ("main", "aux")
+    final_keys = exp.final_keys() if exp else LOSS_KEYS
+    has_losses = bool(records) and all(all(k in r["final"] for k in final_keys) for r in records)
     kind = exp.kind if exp else ("sweep" if has_losses else "analysis")
     title = exp.title if exp else name
     lines = [f"# {title}", ""]
@@ -143,12 +128,9 @@ def write_experiment_report(out_dir: str | Path, name: str) -> Path:
         lines += [f"Experiment `{name}` ({exp.paper_ref}); kind: {exp.kind}.", ""]
         if exp.description:
             lines += [exp.description, ""]
-    budgets = sorted({r["spec"]["budget"] for r in records})
-    total = sum(r["wall_time_s"] for r in records)
     lines += [
-        f"{len(records)} run(s); budget(s): {', '.join(budgets)}; total run time {total:.1f} s "
-        f"(sum over runs). Reproduce: `torchbloop run {name} --budget {budgets[0]} --out OUT` "
-        "then `torchbloop report OUT`.",
+        f"**This report's runs.** {describe_runs(records, exp)} Reproduce: "
+        f"`{reproduce_command(records, name, exp)}` then `torchbloop report OUT`.",
         "",
     ]
     notes = edir / "NOTES.md"
@@ -157,20 +139,24 @@ def write_experiment_report(out_dir: str | Path, name: str) -> Path:
         lines += ["## Findings", "", *(text[1:] if text and text[0].startswith("#") else text), ""]
     figures: list[Path] = []
     if kind == "sweep" and has_losses:
-        figures.append(plots.pareto_plot(records, edir / "pareto.png", f"{title}: Pareto fronts"))
+        figures.append(
+            plots.pareto_plot(records, edir / "pareto.png", f"{title}: Pareto fronts", objectives)
+        )
     if exp and exp.plot:
         figures += exp.plot(records, edir)
     elif kind == "analysis":
         for r in records:
             if r["curves"]:
                 curves = [dict(c, label=c.get("label", k)) for k, c in r["curves"].items()]
-                run_id = f"{r['spec']['method']}_lam{format_float(r['spec']['lam'])}_seed{r['spec']['seed']}"
+                run_id = spec_of(r).run_id
                 figures.append(plots.curve_plot(curves, edir / f"curves_{run_id}.png", title))
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures] + [""]
     if kind == "sweep" and has_losses:
-        lines += _pareto_section(pareto_summary(records))
-    header, rows = endpoint_rows(records)
+        lines += _pareto_section(pareto_summary(records, objectives))
+    if exp and exp.summary:
+        lines += [*exp.summary(records), ""]
+    header, rows = endpoint_rows(records, final_keys)
     if len(header) > 6:
         lines += [
             "## End points",
@@ -178,23 +164,23 @@ def write_experiment_report(out_dir: str | Path, name: str) -> Path:
             "One row per run (final eval point). Also in `endpoints.csv`.",
             "",
         ]
-        lines += [*_md_table(header, rows), ""]
+        lines += [*md_table(header, rows), ""]
     _write_csv(edir / "endpoints.csv", header, rows)
     scalars = sorted(
         {k for r in records for k, v in r["extra"].items() if isinstance(v, (int, float))}
     )
     if kind == "analysis" and scalars and len(records) <= 50:
         lines += ["## Key values", ""]
-        rows = [
+        key_rows = [
             [
-                plots.group_label(r, False),
-                r["spec"]["lam"],
+                group_label(r, False),
+                format_lam(r["spec"]["lam"]),
                 r["spec"]["seed"],
                 *(r["extra"].get(k, "") for k in scalars),
             ]
             for r in records
         ]
-        lines += [*_md_table(["method", "lam", "seed", *scalars], rows), ""]
+        lines += [*md_table(["method", "lam", "seed", *scalars], key_rows), ""]
     extras = sorted({k for r in records for k in r["extra"] if k != "optimum"})
     if extras:
         lines += [
@@ -209,18 +195,15 @@ def write_experiment_report(out_dir: str | Path, name: str) -> Path:
 def _pareto_section(summary: dict[str, Any]) -> list[str]:
     lines = ["## Pareto summary", ""]
     for split, s in summary.items():
+        objectives = ", ".join(s["objectives"])
         lines += [
-            f"**{split}** (hypervolume in {s['space']} space of (main, aux) end points, "
+            f"**{split}** (hypervolume in {s['space']} space of ({objectives}) end points, "
             f"shared reference point {[round(v, 4) for v in s['ref']]}: worst end point over "
             "all methods + 10% of the range; higher is better)",
             "",
         ]
-        lines += [*_md_table(["method", "hypervolume"], [[g, v] for g, v in s["hv"].items()]), ""]
-        for bg, og, k, n, rk, rn in s["dominance"]:
-            lines.append(
-                f"- {bg}'s front dominates {k}/{n} of {og}'s end points; "
-                f"{og}'s front dominates {rk}/{rn} of {bg}'s."
-            )
+        lines += [*md_table(["method", "hypervolume"], [[g, v] for g, v in s["hv"].items()]), ""]
+        lines += [f"- {dominance_sentence(*d)}" for d in s["dominance"]]
         lines.append("")
     return lines
 

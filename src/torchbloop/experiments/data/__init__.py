@@ -4,7 +4,7 @@ from ._cache import DATASETS, DataNotFoundError, data_root, dataset_dir
 from .austen import load_austen
 from .bible import Verse, load_bible_parallel
 from .fashion_mnist import load_fashion_mnist
-from .fetch import FetchError, fetch, is_fetched
+from .fetch import FetchError, fetch, is_fetched, missing_file
 from .mnist5k import load_mnist5k
 from .python_stdlib import load_python_source
 from .shakespeare import load_shakespeare
@@ -26,5 +26,6 @@ __all__ = [
     "load_mnist5k",
     "load_python_source",
     "load_shakespeare",
+    "missing_file",
     "split_text",
 ]

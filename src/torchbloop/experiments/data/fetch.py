@@ -23,7 +23,7 @@ from pathlib import Path
 from ._cache import DATASETS, dataset_dir
 from ._checksums import SHA256
 
-__all__ = ["FetchError", "fetch", "is_fetched"]
+__all__ = ["FetchError", "fetch", "is_fetched", "missing_file"]
 
 TIMEOUT_S = 600.0
 FASHION_DIR = "usr/share/datasets/fashion-mnist"
@@ -49,6 +49,22 @@ def is_fetched(name: str, root: str | os.PathLike[str] | None = None) -> bool:
     """Return whether every file of dataset ``name`` is in its folder with the expected checksum."""
     folder = dataset_dir(name, root)
     return all((folder / f).is_file() and _sha256(folder / f) == h for f, h in SHA256[name].items())
+
+
+def missing_file(name: str, root: str | os.PathLike[str] | None = None) -> Path | None:
+    """A file of dataset ``name`` that is not in its folder, or ``None`` when all are there.
+
+    A cheap presence check (no checksums) for use before a long run. When the dataset's own
+    environment variable points at a folder (a copy the user made, perhaps a subset), the
+    folder only has to exist: the loader decides what it needs.
+
+    Raises:
+        ValueError: for an unknown dataset name.
+    """
+    folder = dataset_dir(name, root)
+    if root is None and os.environ.get(DATASETS[name].env):
+        return None if folder.is_dir() else folder
+    return next((folder / f for f in SHA256[name] if not (folder / f).is_file()), None)
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

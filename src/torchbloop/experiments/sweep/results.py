@@ -8,11 +8,13 @@ Layout::
     OUT/README.md                         index of the experiment reports
 
 Non-finite floats are stored as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON)
-and read back as floats. Record schema (``schema`` = 1); every list in ``trajectory`` has one entry per eval point::
+and read back as floats. Record schema (``schema`` = 2); every list in ``trajectory`` has one
+entry per eval point::
 
     {
-      "schema": 1,
-      "spec": {"experiment", "method", "lam", "rho", "seed", "budget"},   # RunSpec fields
+      "schema": 2,
+      "spec": {"experiment", "method", "lam", "rho", "seed", "budget", "variant"},  # RunSpec
+                                     # fields; lam is a number or a list (one per aux loss)
       "config": {...},               # experiment-specific settings (steps, lr, sizes, ...)
       "trajectory": {"step": [...], "train_main": [...], "train_aux": [...],
                      "eval_main": [...], "eval_aux": [...], <extra metric>: [...]},
@@ -25,7 +27,14 @@ and read back as floats. Record schema (``schema`` = 1); every list in ``traject
     }
 
 ``trajectory``, ``final`` and ``curves`` may be empty (e.g. an analysis run has only
-curves); the four loss keys are required in ``final`` of a ``sweep`` experiment.
+curves); ``train_<o>`` and ``eval_<o>`` for each objective ``o`` of the experiment
+(``main``, ``aux`` by default) are required in ``final`` of a ``sweep`` experiment.
+
+Versions. Schema 1 (torchbloop 0.1; every record committed under ``docs/results`` before the
+method table) had no ``variant`` in ``spec`` and a float ``lam``: it is migrated on reading
+(:func:`migrate`, ``variant = ""``), so its ``run_id`` and file name stay the same. A record
+that cannot be read, has an unknown schema or does not fit it raises :class:`RecordError`
+naming the file; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -41,7 +50,62 @@ from typing import Any
 
 from .registry import Record, RunSpec
 
-SCHEMA_VERSION = 1
+
+class RecordError(ValueError):
+    """A record on disk that cannot be used: unreadable, unknown schema, or not fitting it.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"Invalid record {self.path}: {reason}")
+
+
+def _migrate_1_to_2(record: Record) -> Record:
+    spec = dict(record["spec"])
+    spec.setdefault("variant", "")
+    return {**record, "schema": 2, "spec": spec}
+
+
+_MIGRATIONS = {1: _migrate_1_to_2}
+"""``{version: step}``: each step turns a record of that version into the next version."""
+
+
+def migrate(record: Mapping[str, Any]) -> Record:
+    """``record`` brought to :data:`SCHEMA_VERSION` by the migration steps, one version at a time.
+
+    Raises:
+        ValueError: the schema is missing, not an integer, or newer than this torchbloop
+            knows (upgrade torchbloop to read it).
+
+    Example:
+        >>> old = {"schema": 1, "spec": {"experiment": "q", "method": "mixed", "lam": 0.1,
+        ...        "rho": 0.01, "seed": 0, "budget": "smoke"}}
+        >>> new = migrate(old)
+        >>> new["schema"], new["spec"]["variant"]
+        (2, '')
+    """
+    version = record.get("schema")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"schema={version!r} is not an integer version")
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"schema={version} is newer than this torchbloop reads ({SCHEMA_VERSION}): "
+            "upgrade torchbloop"
+        )
+    out = dict(record)
+    while out["schema"] < SCHEMA_VERSION:
+        step = _MIGRATIONS.get(out["schema"])
+        if step is None:
+            raise ValueError(f"schema={out['schema']} has no migration to {SCHEMA_VERSION}")
+        out = step(out)
+    return out
+
+
+SCHEMA_VERSION = 2
 LOSS_KEYS: tuple[str, ...] = ("train_main", "train_aux", "eval_main", "eval_aux")
 _TOP_KEYS = ("schema", "spec", "config", "trajectory", "final", "curves", "extra", "wall_time_s")
 
@@ -71,12 +135,22 @@ def complete_record(spec: RunSpec, result: Mapping[str, Any], wall_time_s: float
     return record
 
 
-def validate_record(record: Mapping[str, Any], *, require_losses: bool = False) -> None:
-    """Check ``record`` against the schema.
+def validate_record(
+    record: Mapping[str, Any],
+    *,
+    require_losses: bool = False,
+    final_keys: tuple[str, ...] = LOSS_KEYS,
+) -> None:
+    """Check ``record`` against the schema of this version.
+
+    Args:
+        record: the record.
+        require_losses: also require ``final_keys`` in ``final`` (a sweep experiment's).
+        final_keys: the keys required then (see :meth:`Experiment.final_keys`).
 
     Raises:
-        ValueError: a key is missing, a trajectory list has the wrong length, or a curve is
-            malformed.
+        ValueError: a key is missing, the spec does not build a :class:`RunSpec`, a trajectory
+            list has the wrong length, or a curve is malformed.
     """
     missing = [k for k in _TOP_KEYS if k not in record]
     if missing:
@@ -88,6 +162,10 @@ def validate_record(record: Mapping[str, Any], *, require_losses: bool = False) 
         raise ValueError(
             f"Invalid record spec keys {sorted(record['spec'])}: must be {sorted(spec_keys)}"
         )
+    try:
+        RunSpec(**record["spec"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"Invalid record spec: {e}") from None
     traj = record["trajectory"]
     if traj:
         n = len(traj.get("step", []))
@@ -95,7 +173,7 @@ def validate_record(record: Mapping[str, Any], *, require_losses: bool = False) 
         if bad or n == 0:
             raise ValueError(f"Invalid trajectory: lists {bad} do not match 'step' (length {n})")
     if require_losses:
-        absent = [k for k in LOSS_KEYS if k not in record["final"]]
+        absent = [k for k in final_keys if k not in record["final"]]
         if absent:
             raise ValueError(f"Invalid record: final lacks {absent}")
     for name, curve in record["curves"].items():
@@ -127,8 +205,7 @@ def _from_json(x: Any) -> Any:
 
 def write_record(out_dir: str | Path, record: Mapping[str, Any]) -> Path:
     """Write ``record`` to its run path atomically (temporary file, then rename)."""
-    spec = RunSpec(**record["spec"])
-    path = run_path(out_dir, spec)
+    path = run_path(out_dir, spec_of(record))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
@@ -141,26 +218,66 @@ def write_record(out_dir: str | Path, record: Mapping[str, Any]) -> Path:
     return path
 
 
-def _load(path: Path) -> Record | None:
+def spec_of(record: Mapping[str, Any]) -> RunSpec:
+    """The :class:`RunSpec` of a (validated) record; a JSON list lam becomes a tuple."""
+    return RunSpec(**record["spec"])
+
+
+def load_record(path: str | Path) -> Record:
+    """The record in ``path``, migrated to :data:`SCHEMA_VERSION` and validated.
+
+    Raises:
+        RecordError: unreadable file, invalid JSON, unknown schema, or a record that does not
+            fit the schema (the message names the file and the reason).
+    """
     try:
-        record: Record = _from_json(json.loads(path.read_text()))
+        raw = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecordError(path, f"cannot be read ({e})") from None
+    if not isinstance(raw, dict):
+        raise RecordError(path, f"a JSON {type(raw).__name__}, not an object")
+    try:
+        record: Record = migrate(_from_json(raw))
         validate_record(record)
-    except (OSError, ValueError, TypeError):
-        return None
+        record["spec"] = dataclasses.asdict(spec_of(record))
+    except (ValueError, TypeError, KeyError) as e:
+        raise RecordError(path, str(e)) from None
     return record
 
 
 def read_records(out_dir: str | Path, experiment: str) -> list[Record]:
-    """All valid records of ``experiment`` under ``out_dir``, sorted by file name."""
+    """All records of ``experiment`` under ``out_dir`` (migrated), sorted by file name.
+
+    Raises:
+        RecordError: one or more files are not usable records; the message lists every such
+            file with its reason (move or delete them, or rerun those runs).
+    """
     runs = experiment_dir(out_dir, experiment) / "runs"
-    records = [_load(p) for p in sorted(runs.glob("*.json"))]
-    return [r for r in records if r is not None]
+    records, errors = [], []
+    for path in sorted(runs.glob("*.json")):
+        try:
+            records.append(load_record(path))
+        except RecordError as e:
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        lines = "; ".join(f"{e.path.name}: {e.reason}" for e in errors)
+        raise RecordError(runs, f"{len(errors)} unusable records: {lines}")
+    return records
 
 
 def is_done(out_dir: str | Path, spec: RunSpec) -> bool:
-    """Whether a valid record of ``spec`` (same fields, budget included) is on disk."""
-    record = _load(run_path(out_dir, spec))
-    return record is not None and RunSpec(**record["spec"]) == spec
+    """Whether a record of ``spec`` (same fields, budget included) is on disk.
+
+    Raises:
+        RecordError: a file is at the run's path but is not a usable record (never silently
+            treated as missing and overwritten).
+    """
+    path = run_path(out_dir, spec)
+    if not path.exists():
+        return False
+    return spec_of(load_record(path)) == spec
 
 
 def experiments_in(out_dir: str | Path) -> list[str]:

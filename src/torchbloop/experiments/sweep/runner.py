@@ -8,16 +8,20 @@ because they are cheap and show run-to-run agreement (and bugs) honestly.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .registry import RunSpec, get
+from ... import methods as method_table
+from .registry import Lam, RunSpec, as_lam, get
 from .results import complete_record, is_done, validate_record, write_record
 
 
@@ -38,21 +42,40 @@ class SweepResult:
 def expand(
     experiment: str,
     methods: Sequence[str],
-    lams: Sequence[float],
+    lams: Sequence[Lam | Sequence[float]],
     rhos: Sequence[float],
     seeds: Sequence[int],
     budget: str,
+    variants: Mapping[str, Sequence[str]] | None = None,
 ) -> list[RunSpec]:
-    """All runs of a sweep. Non-Bloop methods ignore rho, so they get one run per lam (at rhos[0])."""
+    """All runs of a sweep, in the order given.
+
+    A method whose table entry (:data:`torchbloop.methods.METHODS`) does not list ``rho`` gets
+    one run per lam (at ``rhos[0]``); ``variants`` maps a method to its extra variants, each
+    run beside the plain method (see :meth:`Experiment.variants_of`).
+
+    Raises:
+        ValueError: an unknown method (the message lists the valid ones).
+    """
     specs: list[RunSpec] = []
     for method in methods:
-        method_rhos = rhos if method == "bloop" else rhos[:1]
-        for rho in method_rhos:
-            for lam in lams:
-                for seed in seeds:
-                    specs.append(
-                        RunSpec(experiment, method, float(lam), float(rho), int(seed), budget)
-                    )
+        info = method_table.get_method(method)
+        method_rhos = rhos if "rho" in info.hyperparameters else rhos[:1]
+        for variant in ("", *(variants or {}).get(method, ())):
+            for rho in method_rhos:
+                for lam in lams:
+                    for seed in seeds:
+                        specs.append(
+                            RunSpec(
+                                experiment,
+                                method,
+                                as_lam(lam),
+                                float(rho),
+                                int(seed),
+                                budget,
+                                variant=variant,
+                            )
+                        )
     return specs
 
 
@@ -67,11 +90,44 @@ def run_one(spec: RunSpec, out_dir: str, single_thread: bool = False) -> tuple[R
         start = time.perf_counter()
         result = experiment.run(spec)
         record = complete_record(spec, result, time.perf_counter() - start)
-        validate_record(record, require_losses=experiment.kind == "sweep")
+        validate_record(
+            record, require_losses=experiment.kind == "sweep", final_keys=experiment.final_keys()
+        )
         write_record(out_dir, record)
         return spec, None
     except Exception:
         return spec, traceback.format_exc()
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is the parent's to handle (it ends the workers). Ignoring
+    SIGINT discards one held back while the worker started; then it is unblocked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Hold Ctrl-C back in the block (main thread only); a Ctrl-C pressed meanwhile arrives
+    when it ends. Processes spawned in the block start with SIGINT blocked (inherited), so
+    they never see it before :func:`_ignore_sigint` ignores it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _end_workers(before: set[int | None]) -> None:
+    """Terminate the child processes started since ``before`` (this sweep's workers)."""
+    workers = [p for p in multiprocessing.active_children() if p.pid not in before]
+    for p in workers:
+        p.terminate()
+    for p in workers:
+        p.join(timeout=5)
 
 
 class _Progress:
@@ -106,7 +162,7 @@ class _Progress:
 def run_sweep(
     experiment: str,
     methods: Sequence[str],
-    lams: Sequence[float],
+    lams: Sequence[Lam | Sequence[float]],
     rhos: Sequence[float],
     seeds: Sequence[int],
     budget: str,
@@ -118,7 +174,8 @@ def run_sweep(
 
     Args:
         experiment: registered name.
-        methods, lams, rhos, seeds: the grid (see :func:`expand`).
+        methods, lams, rhos, seeds: the grid (see :func:`expand`; the experiment's variants
+            are added).
         budget: one of :data:`~torchbloop.experiments.registry.BUDGETS`.
         jobs: worker processes (spawned, one torch thread each); 1 runs in this process.
         out_dir: results root (``OUT``); records go to ``OUT/<experiment>/runs/``.
@@ -131,7 +188,8 @@ def run_sweep(
     out = str(out_dir)
     result = SweepResult()
     todo: list[RunSpec] = []
-    for spec in expand(experiment, methods, lams, rhos, seeds, budget):
+    variants = get(experiment).variants
+    for spec in expand(experiment, methods, lams, rhos, seeds, budget, variants):
         (result.skipped if is_done(out, spec) else todo).append(spec)
     if result.skipped:
         stream.write(f"{experiment}: {len(result.skipped)} run(s) already done, skipped\n")
@@ -149,13 +207,24 @@ def run_sweep(
             collect(*run_one(spec, out))
     else:
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-            futures = {pool.submit(run_one, spec, out, True): spec for spec in todo}
+        before = {p.pid for p in multiprocessing.active_children()}
+        pool = cf.ProcessPoolExecutor(
+            max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_ignore_sigint
+        )
+        try:
+            # The workers start in submit: Ctrl-C held back there reaches only this process.
+            with _sigint_blocked():
+                futures = {pool.submit(run_one, spec, out, True): spec for spec in todo}
             for fut in cf.as_completed(futures):
                 try:
                     collect(*fut.result())
                 except Exception:  # the worker died (e.g. killed): record, keep going
                     collect(futures[fut], traceback.format_exc())
+        except BaseException:  # Ctrl-C (or another stop): end the workers, keep what is done
+            pool.shutdown(wait=False, cancel_futures=True)
+            _end_workers(before)
+            raise
+        pool.shutdown(wait=True)
     for spec, error in result.failed:
         stream.write(f"\nFAILED {spec.experiment}/{spec.run_id}:\n{error}")
     return result

@@ -6,6 +6,8 @@ Every method is driven the same way through the public API::
     surgeon.backward(main=main_loss(model, batch), aux=aux_loss(model, batch))
     optimizer.step()
 
+where ``aux_loss`` returns one loss, or a list of K losses in priority order (K-level methods).
+
 so optimizer settings never depend on the method or on lam (as in the paper).
 """
 
@@ -16,7 +18,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ import torch
 from torchbloop import NonFiniteGradientError
 
 from .methods import make_surgeon
-from .registry import Record, RunSpec
+from .registry import Lam, Record, RunSpec
 from .results import LOSS_KEYS, SCHEMA_VERSION
 
 
@@ -104,13 +106,15 @@ def train(
     optimizer: torch.optim.Optimizer,
     batches: Iterator[Any],
     main_loss: Callable[[torch.nn.Module, Any], torch.Tensor],
-    aux_loss: Callable[[torch.nn.Module, Any], torch.Tensor],
+    aux_loss: Callable[[torch.nn.Module, Any], torch.Tensor | Sequence[torch.Tensor]],
     steps: int,
     evaluate: Callable[[], dict[str, float]],
     eval_every: int,
     scheduler: Any = None,
     params: Any = None,
     config: dict[str, Any] | None = None,
+    final_keys: Sequence[str] = LOSS_KEYS,
+    lam: Lam | None = None,
 ) -> Record:
     """Train ``model`` with the surgeon of ``spec.method`` and return a schema-1 record.
 
@@ -120,25 +124,34 @@ def train(
         optimizer: an optimizer over the same parameters.
         batches: an iterator of batches; one batch per step (main and aux see the same one).
         main_loss: ``(model, batch) -> scalar`` main loss.
-        aux_loss: ``(model, batch) -> scalar`` aux loss.
+        aux_loss: ``(model, batch) -> scalar`` aux loss, or a list of K scalar aux losses in
+            priority order (handed to the surgeon as ``aux=[...]``; ``spec.lam`` then holds
+            one weight per loss).
         steps: number of optimizer steps.
         evaluate: called at each eval point (under ``torch.no_grad()``, model in eval mode);
-            returns at least ``train_main``, ``train_aux``, ``eval_main``, ``eval_aux`` and
-            any extra metrics (recorded in the trajectory and the final point too).
+            returns at least ``final_keys`` and any extra metrics (recorded in the trajectory
+            and the final point too).
         eval_every: steps between eval points (step 0 and the last step are always evaluated).
         scheduler: optional LR scheduler, stepped after every optimizer step.
         params: the parameters handed to the surgeon (default: all of the model's).
         config: experiment settings stored in ``record["config"]``.
+        final_keys: the metrics ``evaluate`` must return (default: the four of two objectives;
+            see :meth:`Experiment.final_keys`).
+        lam: the weight(s) handed to the surgeon when they differ from ``spec.lam`` (e.g. a
+            variant that folds the weights into ``aux_loss`` and runs at ``lam = 1``).
 
     Returns:
         The record (see :mod:`torchbloop.experiments.results`); a non-finite loss stops the
         run early and is recorded in ``extra["diverged_at_step"]``.
 
     Raises:
-        ValueError: ``evaluate`` misses one of the four loss keys.
+        ValueError: ``evaluate`` misses one of ``final_keys``.
     """
     surgeon = make_surgeon(
-        spec.method, params if params is not None else model.parameters(), spec.lam, spec.rho
+        spec.method,
+        params if params is not None else model.parameters(),
+        spec.lam if lam is None else lam,
+        spec.rho,
     )
     trajectory: dict[str, list[float]] = {"step": []}
     extra: dict[str, Any] = {}
@@ -152,7 +165,7 @@ def train(
         with torch.no_grad():
             metrics = {k: float(v) for k, v in evaluate().items()}
         model.train(was_training)
-        missing = [k for k in LOSS_KEYS if k not in metrics]
+        missing = [k for k in final_keys if k not in metrics]
         if missing:
             raise ValueError(f"Invalid evaluate() result: missing {missing}")
         trajectory["step"].append(step)
@@ -171,11 +184,13 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss_main = main_loss(model, batch)
         loss_aux = aux_loss(model, batch)
-        if not (torch.isfinite(loss_main) and torch.isfinite(loss_aux)):
+        aux = loss_aux if isinstance(loss_aux, torch.Tensor) else list(loss_aux)
+        losses = [loss_main, *(aux if isinstance(aux, list) else [aux])]
+        if not all(bool(torch.isfinite(loss)) for loss in losses):
             extra["diverged_at_step"] = step
             break
         try:
-            surgeon.backward(main=loss_main, aux=loss_aux)
+            surgeon.backward(main=loss_main, aux=aux)
         except NonFiniteGradientError:
             extra["diverged_at_step"] = step
             break

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..analysis.plots import METHOD_COLORS, curve_plot, group_records
+from ..analysis.plots import curve_plot, group_records, method_colour
 from ..sweep.methods import make_surgeon
 from ..sweep.registry import Experiment, Record, RunSpec, register
 from ..sweep.training import torch_threads
@@ -55,7 +55,7 @@ def _run(spec: RunSpec) -> Record:
     theta = torch.nn.Parameter(torch.tensor(START, dtype=torch.float64))
     opt = torch.optim.SGD([theta], lr=LR)
     surgeon = make_surgeon(spec.method, [theta], spec.lam, spec.rho)
-    target = torch.tensor(fixed_point(spec.method, spec.lam), dtype=torch.float64)
+    target = torch.tensor(fixed_point(spec.method, spec.scalar_lam), dtype=torch.float64)
     steps_bilevel = steps_fixed = math.nan
     xs, ys, steps_rec = [START[0]], [START[1]], [0]
     step = 0
@@ -89,7 +89,7 @@ def _run(spec: RunSpec) -> Record:
         "steps_to_own_fixed_point_tol": steps_fixed,
         "steps_run": step,
     }
-    lam = spec.lam
+    lam = spec.scalar_lam
     return {
         "config": {"lr": LR, "start": list(START), "tol": TOL, "max_steps": MAX_STEPS[spec.budget]},
         "final": final,
@@ -117,7 +117,7 @@ def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
     lams_all = sorted({r["spec"]["lam"] for r in records if r["spec"]["lam"] > 0})
     for label, recs in group_records(records).items():
         recs = sorted((r for r in recs if r["spec"]["lam"] > 0), key=lambda r: r["spec"]["lam"])
-        color = METHOD_COLORS.get(recs[0]["spec"]["method"]) if recs else None
+        color = method_colour(recs[0]["spec"]["method"]) if recs else None
         x = [r["spec"]["lam"] for r in recs]
         common = {
             "x": x,

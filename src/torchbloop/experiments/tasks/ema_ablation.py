@@ -69,7 +69,7 @@ def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
 register(
     Experiment(
         name="ema_ablation",
-        title="EMA ablation on the joint LM task: Bloop rho in {0.001, 0.01, 0.1, 0.9}, lam = 0.2",
+        title="EMA ablation on the joint LM task: Bloop's rho swept at lam = 0.2",
         paper_ref="Sec. 5.5",
         kind="sweep",
         run=run,
@@ -81,7 +81,7 @@ register(
         description=(
             "The joint LM experiment (`joint_lm`: Austen main, Shakespeare aux, same model, "
             "Adam lr 2e-3, batches) at lam = 0.2 with 3x its steps (default budget: 1200), Bloop "
-            "with rho in {0.001, 0.01, 0.1, 0.9} and Mixed at lam = 0.2 as the reference. "
+            "with rho in {0.001, 0.01, 0.1, 0.9} by default and Mixed at lam = 0.2 as the reference. "
             "`ema_curves.png` shows the losses over training. Paper's claim: rho = 0.001 is "
             "stale (bad on both losses), rho = 0.9 is close to Mixed, 0.01-0.1 trade off."
         ),

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .. import data as datasets
-from ..analysis.plots import METHOD_COLORS, curve_plot, group_records
+from ..analysis.plots import curve_plot, group_records, method_colour
 from ..data.text_batches import WindowSampler, encode, eval_windows, holdout_split
 from ..models import CausalLM, count_parameters
 from ..sweep.registry import Experiment, Record, RunSpec, register
@@ -221,7 +221,7 @@ def mixed_loss_plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
     ref = env.get("Mixed")
     curves: list[dict[str, Any]] = []
     for label, ys in env.items():
-        color = METHOD_COLORS.get(groups[label][0]["spec"]["method"])
+        color = method_colour(groups[label][0]["spec"]["method"])
         common = {"x": ts, "label": label, "color": color, "xlabel": "t"}
         curves.append(
             {
@@ -263,7 +263,7 @@ register(
             "Hamlet + Macbeth (0.25 M training bytes). Eval: held-out tails (5% of each novel, 10% "
             "of each play). Default budget: d_model 64, 2 layers, 4 heads, 0.14 M parameters, "
             "context 64 bytes, batch 16 main + 16 aux windows, 400 Adam steps (lr 2e-3, 5% warm-up, "
-            "cosine to 0; about 0.4 M main bytes seen, the aux corpus about 1.6 times), identical for every method and lam; lam in logspace(-3, 1, 6) plus 0, Bloop "
+            "cosine to 0; about 0.4 M main bytes seen, the aux corpus about 1.6 times), identical for every method and lam; default lam grid: 0 and logspace(-3, 1, 6); Bloop "
             "rho = 0.01; one seed. The paper used a 12-layer model, 16 lams in [1e-4, 10]. "
             "Paper's claim: Bloop's front is clearly better, also on eval losses. `mixed_loss.png` "
             "is Fig. 6: for each t, the best (1-t) L_main + t L_aux over a method's end points."

@@ -72,7 +72,7 @@ def run_two_heads(
     """
     gen = set_seed(spec.seed)
     model = ConvNet(heads=heads)
-    lr = BASE_LR / (1.0 + spec.lam)
+    lr = BASE_LR / (1.0 + spec.scalar_lam)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     scheduler = cosine_with_warmup(optimizer, total_steps=steps)
     cache: dict[int, tuple[Tensor, ...]] = {}

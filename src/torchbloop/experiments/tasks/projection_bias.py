@@ -46,7 +46,7 @@ def _run(spec: RunSpec) -> Record:
     v -= (v @ g) * g
     v /= v.norm()
     a = COSINE * g + math.sqrt(1 - COSINE**2) * v
-    lam = spec.lam
+    lam = spec.scalar_lam
     d_bloop = g + lam * _project(a, g.unsqueeze(0))[0]
     d_mixed = g + lam * a
     seg = d_mixed - d_bloop

@@ -135,7 +135,7 @@ def run(spec: RunSpec, steps: int | None = None) -> Record:
 register(
     Experiment(
         name="quadratic",
-        title="Over-parameterised least squares vs distance to a point (authors' notebook)",
+        title="Over-parameterised least squares vs distance to a point",
         paper_ref="authors' notebook; Sec. 3",
         kind="sweep",
         run=run,
@@ -144,7 +144,8 @@ register(
         description=(
             "Least squares with n = 256 samples and p = 300 parameters (main, MSE/2) and "
             "`||theta - theta*||^2/2` to a random theta* (aux); SGD lr 1e-3, batch 64, from 0, "
-            "the same for every method and lam; lam in logspace(-3, 3, 10) plus 0. The bilevel "
+            "the same for every method and lam; lam on the budget's grid (default and paper: 0 and "
+            "logspace(-3, 3, 10); smoke: 0, 0.01, 1, 100). The bilevel "
             "optimum (gold star) is the projection of theta* onto {X theta = y}; "
             "`dist_to_bilevel_opt` is the distance to it. Paper's claim: Bloop reaches points "
             "with lower main AND aux loss than the baselines."

@@ -234,7 +234,7 @@ register(
             "each (fixed random split; train losses on 200 fixed training pairs). Default budget: "
             "both sides truncated to 63 bytes + EOS, d_model 64, 1 encoder + 1 decoder layer, 4 "
             "heads, 0.15 M parameters, batch 16 main + 16 aux pairs, 300 Adam steps (lr 2e-3, 5% "
-            "warm-up, cosine to 0) for every method and lam; lam in {0.01, 0.1, 1, 10} plus 0, "
+            "warm-up, cosine to 0) for every method and lam; default lam grid: 0, 0.01, 0.1, 1, 10; "
             "Bloop rho = 0.01; one seed. Losses: teacher-forced cross-entropy per target byte "
             "(no BLEU). The paper used a 6 + 6 transformer with Adam 2e-4; the paper's claim: "
             "Bloop's front is clearly better, also on eval."
