@@ -1,8 +1,11 @@
-"""The contract every surgeon passes (Bloop, Mixed, PCGrad, DynamicBarrier).
+"""The contract every method of the method table passes (``torchbloop.methods.METHODS``).
 
 Training works with torch optimizers, LR schedulers, parameter groups and ``clip_grad_norm_``;
 the state round-trips; gradient accumulation, shared graphs and ``combine`` give what
-``backward`` gives; parameters reached by one loss, by none, or frozen are handled as documented.
+``backward`` gives; parameters reached by one loss, by none, or frozen are handled as documented;
+methods that take several auxiliary losses do all of this with K = 2 too. The suite builds every
+surgeon through the table's ``factory`` with ``lam`` alone, so a new table entry is covered with
+no change here.
 """
 
 from __future__ import annotations
@@ -14,20 +17,34 @@ import torch
 from torch import nn
 
 from _asserts import flat
-from torchbloop import Bloop, DynamicBarrier, Mixed, PCGrad
+from torchbloop import Bloop
+from torchbloop.methods import METHODS as TABLE
 
 LAM = 0.05
 
-FACTORIES = {
-    "Bloop": lambda params, **kw: Bloop(params, lam=kw.pop("lam", LAM), rho=0.2, **kw),
-    "Bloop-code": lambda params, **kw: Bloop(
-        params, lam=kw.pop("lam", LAM), rho=0.2, ema_order="code", **kw
-    ),
-    "Mixed": lambda params, **kw: Mixed(params, lam=kw.pop("lam", LAM), **kw),
-    "PCGrad": lambda params, **kw: PCGrad(params, lam=kw.pop("lam", LAM), **kw),
-    "DynamicBarrier": lambda params, **kw: DynamicBarrier(params, lam=kw.pop("lam", LAM), **kw),
-}
-METHODS = sorted(FACTORIES)
+
+def _make(method: str, params, **kw):
+    return TABLE[method].factory(params, lam=kw.pop("lam", LAM), **kw)
+
+
+FACTORIES = {name: (lambda params, _n=name, **kw: _make(_n, params, **kw)) for name in TABLE}
+METHODS = list(TABLE)
+MULTI = [name for name, info in TABLE.items() if info.max_aux is None or info.max_aux >= 2]
+SINGLE = [name for name, info in TABLE.items() if info.max_aux == 1]
+
+
+def _state_buffers(surgeon) -> dict:
+    """The per-parameter state buffers, read through the public state dict."""
+    return surgeon.state_dict()["state"]
+
+
+def _assert_same_state(a, b, **tol) -> None:
+    sa, sb = _state_buffers(a), _state_buffers(b)
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert sa[i].keys() == sb[i].keys()
+        for key in sa[i]:
+            torch.testing.assert_close(sa[i][key], sb[i][key], **tol)
 
 
 class Toy(nn.Module):
@@ -248,9 +265,7 @@ def test_gradient_accumulation_equals_one_big_batch(method):
                     p.sub_(0.1 * p.grad)
                     q.copy_(p)
     assert s_micro.step_count == s_whole.step_count == 3
-    if isinstance(s_whole, Bloop):
-        for a, b in zip(s_whole.ema, s_micro.ema):
-            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+    _assert_same_state(s_micro, s_whole, rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- partial graphs
@@ -278,10 +293,10 @@ def test_parameter_reached_only_by_aux_gets_zero_main_gradient(method):
     expected = reference.combine(explicit, list(g_aux))
     surgeon.backward(main, aux)
     torch.testing.assert_close(model.aux_only.grad, expected[i], rtol=1e-12, atol=0)
-    if method == "Mixed":
+    if method == "mixed":
         torch.testing.assert_close(model.aux_only.grad, LAM * (model.aux_only.detach() - 1))
-    if isinstance(surgeon, Bloop):
-        assert torch.equal(surgeon.ema[i], torch.zeros(3, dtype=torch.float64))
+    for buffer in _state_buffers(surgeon).get(i, {}).values():  # e.g. main-gradient EMAs
+        assert torch.equal(buffer, torch.zeros(3, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -294,12 +309,8 @@ def test_parameter_reached_by_neither_loss_is_left_alone(method):
     for step in range(3):
         surgeon.backward(*losses(model, *batch(step)))
         assert model.unused.grad is sentinel and torch.equal(sentinel, torch.full((2,), 7.0))
-        if isinstance(surgeon, Bloop):
-            if step == 0:  # created lazily as zeros, then never touched
-                assert torch.equal(surgeon.ema[i], torch.zeros(2))
-                surgeon.ema[i].fill_(3.0)
-            else:
-                assert torch.equal(surgeon.ema[i], torch.full((2,), 3.0))
+        for buffer in _state_buffers(surgeon).get(i, {}).values():  # created as zeros, kept
+            assert torch.equal(buffer, torch.zeros(2))
     main, aux = losses(model, *batch(5))
     params = list(model.parameters())
     g_main = list(torch.autograd.grad(main, params, retain_graph=True, allow_unused=True))
@@ -323,8 +334,8 @@ def test_frozen_parameters(method):
             assert (p.grad is None) == (q.grad is None), name
             if p.grad is not None:
                 assert torch.equal(p.grad, q.grad), name
-    if isinstance(surgeon, Bloop):
-        assert torch.equal(surgeon.ema[_index(model, "b1")], torch.zeros(8))
+    for buffer in _state_buffers(surgeon).get(_index(model, "b1"), {}).values():
+        assert torch.equal(buffer, torch.zeros(8))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -350,9 +361,7 @@ def test_shared_graph_equals_two_forward_passes(method):
     (p1, s1), (p2, s2) = run(True), run(False)
     for a, b in zip(p1, p2):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
-    if isinstance(s1, Bloop):
-        for a, b in zip(s1.ema, s2.ema):
-            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+    _assert_same_state(s1, s2, rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("method", METHODS)

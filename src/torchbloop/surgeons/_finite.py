@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -35,9 +36,9 @@ def finite_flag(
 
 
 def all_finite(
-    main: list[Tensor],
-    aux: list[Tensor],
-    losses: tuple[Tensor, Tensor] | None,
+    grads: Sequence[list[Tensor]],
+    losses: Sequence[Tensor] | None,
+    names: Sequence[str],
     *,
     raise_error: bool,
     reduce: _AllTrue | None,
@@ -48,26 +49,39 @@ def all_finite(
     One host synchronisation (and, sharded, one small collective) when they are; a "no" from
     the fast check is confirmed with the exact one before anything is raised or skipped.
 
+    Args:
+        grads: one gradient list per loss, main first.
+        losses: the losses (checked too), or ``None``.
+        names: how the message names each loss.
+
     Raises:
         NonFiniteGradientError: when they are not and ``raise_error``; the message names the
-            loss (main, aux) whose loss or gradient is inf/NaN.
+            loss whose value or gradient is inf/NaN.
     """
     for exact in (False, True):
-        flags = {
-            "main": finite_flag(main, losses[0] if losses else None, device, exact=exact),
-            "aux": finite_flag(aux, losses[1] if losses else None, device, exact=exact),
-        }
-        ok = torch.stack(list(flags.values())).all()
+        flags = [
+            finite_flag(g, losses[i] if losses else None, device, exact=exact)
+            for i, g in enumerate(grads)
+        ]
+        ok = torch.stack(flags).all()
         if reduce is not None:
             ok = reduce.all_true(ok)
         if bool(ok):
             return True
     if not raise_error:
         return False
-    bad = [name for name, flag in flags.items() if not bool(flag)] or [
-        "main or aux (on another rank)"
+    bad = [name for name, flag in zip(names, flags) if not bool(flag)] or [
+        "a (on another rank)"
     ]
     raise NonFiniteGradientError(
         f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was changed. "
         "Pass nonfinite='skip' to skip such steps instead."
+    )
+
+
+def raise_nonfinite_direction() -> None:
+    """The message for a direction that overflows although every gradient is finite."""
+    raise NonFiniteGradientError(
+        "Non-finite direction (inf or NaN) from finite gradients: lam is too large for these "
+        "gradients; nothing was changed. Pass nonfinite='skip' to skip such steps instead."
     )

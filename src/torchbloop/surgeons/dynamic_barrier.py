@@ -21,7 +21,7 @@ class DynamicBarrier(Surgeon):
 
     Args:
         params: what a ``torch.optim`` optimizer takes.
-        lam: :math:`\lambda \ge 0`.
+        lam: :math:`\lambda \ge 0` (one auxiliary loss; a list of several is refused).
         foreach: use the multi-tensor kernels.
         nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
 
@@ -35,8 +35,12 @@ class DynamicBarrier(Surgeon):
     """
 
     _supports_sharding: ClassVar[bool] = True
+    max_aux: ClassVar[int | None] = 1
 
-    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
+    def _direction(
+        self, grads: list[list[Tensor]], index: list[int], *, owned: bool
+    ) -> list[Tensor]:
+        main, aux = grads
         return dynamic_barrier_direction(
-            main, aux, lam=self.lam, out=aux, foreach=self.foreach, reduce=self._reduce
+            main, aux, lam=self._lams[0], out=aux if owned else None, foreach=self.foreach, reduce=self._reduce
         )

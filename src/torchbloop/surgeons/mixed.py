@@ -6,18 +6,19 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ..functional import mixed_direction
+from ..functional import add_scaled_, mixed_direction
 from ._base import Surgeon
 
 
 class Mixed(Surgeon):
     r"""The gradient of ``L_main + lam * L_aux``: :math:`d = g_{main} + \lambda g_{aux}`.
 
-    The baseline every gradient-surgery method is compared with. Stateless.
+    The baseline every gradient-surgery method is compared with. Stateless. With K auxiliary
+    losses (``lam`` a list): :math:`d = g_0 + \sum_k \lambda_k g_k`.
 
     Args:
         params: what a ``torch.optim`` optimizer takes.
-        lam: :math:`\lambda \ge 0`.
+        lam: :math:`\lambda \ge 0`, or a list of K weights for K auxiliary losses.
         foreach: use the multi-tensor kernels.
         nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
 
@@ -32,5 +33,12 @@ class Mixed(Surgeon):
 
     _supports_sharding: ClassVar[bool] = True  # elementwise: shards need no communication
 
-    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
-        return mixed_direction(main, aux, lam=self.lam, out=aux, foreach=self.foreach)
+    def _direction(
+        self, grads: list[list[Tensor]], index: list[int], *, owned: bool
+    ) -> list[Tensor]:
+        main, *auxes = grads
+        out = auxes[-1] if owned else None
+        direction = mixed_direction(main, auxes[-1], lam=self._lams[-1], out=out, foreach=self.foreach)
+        for lam, aux in zip(self._lams[:-1], auxes[:-1]):
+            add_scaled_(direction, lam, aux, foreach=self.foreach)
+        return direction
