@@ -430,3 +430,100 @@ def test_all_zero_gradients_are_safe(method):
         d = surgeon.combine(g, g)
         expected = 1 + LAM if surgeon.ema_order == "paper" else 1.0
         assert all(torch.allclose(x, torch.full_like(x, expected), rtol=1e-6, atol=0) for x in d)
+
+
+# --------------------------------------------------------------------------- K auxiliary losses
+
+LAMS2 = [0.05, 0.02]
+
+
+def losses2(model: Toy, x, y, scale: float = 1.0):
+    """The main loss and TWO aux losses in priority order (the second reaches the output)."""
+    main, aux = losses(model, x, y, scale)
+    return main, [aux, model(x).pow(2).mean() * scale]
+
+
+def test_the_table_says_how_many_aux_losses_each_method_takes():
+    for name in SINGLE:
+        with pytest.raises(ValueError, match="auxiliary loss"):
+            _make(name, Toy().parameters(), lam=LAMS2)
+    for name in MULTI:
+        assert _make(name, Toy().parameters(), lam=[0.1, 0.2, 0.3]).num_aux == 3
+
+
+@pytest.mark.parametrize("method", MULTI)
+def test_k_losses_accumulation_equals_one_big_batch(method):
+    k = 4
+    whole, micro = Toy(dtype=torch.float64), Toy(dtype=torch.float64)
+    s_whole = _make(method, whole.parameters(), lam=LAMS2)
+    s_micro = _make(method, micro.parameters(), lam=LAMS2)
+    for step in range(3):
+        x, y = batch(step, n=32, dtype=torch.float64)
+        main, aux = losses2(whole, x, y)
+        s_whole.backward(main, aux)
+        for j in range(k):
+            sl = slice(8 * j, 8 * (j + 1))
+            main, aux = losses2(micro, x[sl], y[sl], scale=1 / k)
+            s_micro.backward(main, aux, accumulate=j < k - 1)
+        for p, q in zip(whole.parameters(), micro.parameters()):
+            assert (p.grad is None) == (q.grad is None)
+            if p.grad is not None:
+                torch.testing.assert_close(q.grad, p.grad, rtol=1e-12, atol=1e-14)
+        with torch.no_grad():
+            for p, q in zip(whole.parameters(), micro.parameters()):
+                if p.grad is not None:
+                    p.sub_(0.1 * p.grad)
+                    q.copy_(p)
+    _assert_same_state(s_micro, s_whole, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("method", MULTI)
+def test_k_losses_state_round_trip_continues_bit_identically(method):
+    def run(stop_at: int | None):
+        model = Toy()
+        surgeon = _make(method, model.parameters(), lam=LAMS2)
+        directions = []
+        for step in range(5):
+            if step == stop_at:
+                saved = _roundtrip({"model": model.state_dict(), "surgeon": surgeon.state_dict()})
+                model = Toy(seed=99)
+                model.load_state_dict(saved["model"])
+                surgeon = _make(method, model.parameters(), lam=[1.0, 1.0])
+                surgeon.load_state_dict(saved["surgeon"])
+            main, aux = losses2(model, *batch(step))
+            surgeon.backward(main, aux)
+            directions.append([None if p.grad is None else p.grad.clone() for p in model.parameters()])
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p.sub_(0.05 * p.grad)
+        return directions
+
+    for a, b in zip(run(None), run(2)):
+        for x, y in zip(a, b):
+            assert (x is None and y is None) or torch.equal(x, y)
+
+
+@pytest.mark.parametrize("method", MULTI)
+def test_k_losses_combine_equals_backward(method):
+    m1, m2 = Toy(), Toy()
+    s_backward = _make(method, m1.parameters(), lam=LAMS2)
+    s_combine = _make(method, m2.parameters(), lam=LAMS2)
+    for step in range(3):
+        main, aux = losses2(m1, *batch(step))
+        s_backward.backward(main, aux)
+        params = list(m2.parameters())
+        main, aux = losses2(m2, *batch(step))
+        grads = [
+            list(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
+            for loss in (main, *aux)
+        ]
+        directions = s_combine.combine(grads[0], grads[1:])
+        for p, q, d in zip(m1.parameters(), m2.parameters(), directions):
+            assert (p.grad is None) == (d is None)
+            if d is not None:
+                assert torch.equal(p.grad, d)
+                with torch.no_grad():
+                    p.sub_(0.1 * d)
+                    q.sub_(0.1 * d)
+    _assert_same_state(s_backward, s_combine, rtol=0, atol=0)

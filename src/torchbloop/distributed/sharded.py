@@ -74,12 +74,12 @@ class ShardedReducer:
         return values
 
     def all_true(self, flag: Tensor) -> Tensor:
-        """Whether ``flag`` (0-dim bool) holds on every rank (one small ``all_reduce``)."""
-        value = flag.to(torch.float32).reshape(1)
+        """Whether each entry of ``flag`` (bool) holds on every rank (one small ``all_reduce``)."""
+        value = flag.to(torch.float32).reshape(-1)
         for group in self.groups:
             dist.all_reduce(value, op=dist.ReduceOp.MIN, group=group)
             self.calls += 1
-        return value[0] > 0
+        return (value > 0).reshape(flag.shape)
 
 
 def sharded_reducer(params: Sequence[Tensor]) -> ShardedReducer:

@@ -4,9 +4,9 @@ A surgeon owns a list of parameters and the method's state. ``backward`` is a sh
 named stages (:mod:`._stages`): check the losses, capture one gradient list per loss, unscale,
 accumulate micro-batches, average over data-parallel ranks, then the surgery (finiteness and
 the method's combination) and the write into ``.grad``. ``combine`` enters the same surgery
-with gradients the caller already has. The method itself only says how K + 1 gradient lists
-(main first) and its state buffers become one direction (:meth:`Surgeon._direction`) and
-declares its state (:meth:`Surgeon.state_spec`).
+with gradients the caller already has. The method itself is a formula of the functional
+contract (:class:`~torchbloop.functional.Formula`: the inner products it needs, its
+coefficients) plus the declaration of its state (:meth:`Surgeon.state_spec`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from ..distributed.sharded import (
     sharded_reducer,
 )
 from . import _stages as stages
-from ._finite import all_finite
+from ..functional import Formula, StepResult, SurgeryStep
+from ._finite import check_step
 from ._gradients import GradList, dense
 from ._state import SCALARS, StateSpec, check_count
 
@@ -67,10 +68,11 @@ def check_process_group(value: object) -> ProcessGroupArg:
 class Surgeon(ABC):
     """Base class of all surgeons (``Bloop``, ``Mixed``, ``PCGrad``, ``DynamicBarrier``).
 
-    Subclasses compute the direction from aligned lists of dense gradients, one per loss
-    (:meth:`_direction`), and declare their state (:meth:`state_spec`); this class handles
-    parameters, gradient capture, accumulation, missing gradients, finiteness checks, ``.grad``
-    and the state dict.
+    A method is its :class:`~torchbloop.functional.Formula` (:meth:`_formula`, interface B),
+    its hyperparameters (:meth:`_hyper`) and, if it keeps state, the declaration of its
+    buffers (:meth:`state_spec`); this class handles parameters, gradient capture,
+    accumulation, missing gradients, finiteness checks, ``.grad`` and the state dict.
+    :func:`surgeon_for` builds the surgeon of a stateless formula with no code at all.
 
     Distributed training: with ``process_group="auto"`` (the default) and an initialised process
     group of several ranks, :meth:`backward` averages the gradients over the ranks itself (one
@@ -85,8 +87,9 @@ class Surgeon(ABC):
     step (``torch.optim.LBFGS``) therefore advances the state once per closure call.
     """
 
-    _supports_sharding: ClassVar[bool] = False
-    """Whether :meth:`_direction` passes ``self._reduce`` to every inner product it computes."""
+    _supports_sharding: ClassVar[bool] = True
+    """Whether the method works on sharded (DTensor) parameters (every formula does: its
+    inner products are reduced over the mesh by the contract)."""
     max_aux: ClassVar[int | None] = None
     """How many auxiliary losses the method takes (``None``: any number K)."""
 
@@ -297,8 +300,7 @@ class Surgeon(ABC):
         if sharded and not self._supports_sharding:
             raise NotImplementedError(
                 f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters "
-                "(its _direction must pass reduce=self._reduce to every inner product and set "
-                "_supports_sharding = True)"
+                "(set _supports_sharding = True once it does)"
             )
         return sharded
 
@@ -310,34 +312,55 @@ class Surgeon(ABC):
         skip_nonfinite: bool = False,
         owned: bool,
     ) -> GradList | None:
-        """Finiteness, then the method's combination; ``None`` when the step was skipped.
+        """Finiteness and the method's combination (interface B); ``None`` when skipped.
 
-        With ``owned`` the gradients belong to the surgeon and the direction may be written
-        into them; otherwise they are only read and the direction goes into new tensors.
-        Sharded (DTensor) gradients are combined on their local shards, with ``self._reduce``
-        summing inner products over the mesh; the directions are DTensors again.
+        One :class:`~torchbloop.functional.SurgeryStep`: pass 1 computes the Gram matrix the
+        method needs and every gradient's squared norm; the finiteness check reads those norms,
+        the losses and a bound on the outputs (one host synchronisation, see
+        :func:`~._finite.check_step`); pass 2 writes the direction and the new state. With
+        ``owned`` the gradients belong to the surgeon and the direction is written into the
+        main gradient list (the same rounding as new tensors); otherwise they are only read
+        and the direction goes into new tensors. Sharded (DTensor) gradients are combined on their local shards (the Gram summed
+        over the mesh); the directions are DTensors again.
         """
         n = len(self._params)
         index = [i for i in range(n) if any(g[i] is not None for g in grads)]
+        if not index:  # nothing reached any parameter (combine() with all None)
+            self.step_count += 1
+            return [None] * n
         lists = [[dense(g[i], self._params[i]) for i in index] for g in grads]
         sharded = is_sharded(self._params)
         self._reduce = sharded_reducer(self._params) if sharded else None
         if sharded:
             lists = [[local(t) for t in ts] for ts in lists]
         with autocast_disabled(self._params):
-            finite = all_finite(
+            state, fresh = self._step_state(lists, index)
+            step = SurgeryStep(
+                self._formula(),
+                lists,
+                state,
+                hyper=self._hyper(),
+                out=lists[0] if owned else None,
+                reduce=self._reduce,
+                foreach=self.foreach,
+                kernel=self.foreach,
+            )
+            finite = check_step(
+                step,
                 lists,
                 losses,
                 stages.loss_names(self.num_aux),
                 raise_error=not (skip_nonfinite or self.nonfinite == "skip"),
                 reduce=self._reduce,
-                device=local(self._params[0]).device,
             )
             if not finite:
                 self.skipped_steps += 1
                 self._on_skipped_step()
                 return None
-            directions = self._direction(lists, index, owned=owned) if index else []
+            result = step.apply()
+            self._commit_state(fresh)
+            self._after_step(step, result)
+        directions = result.direction
         if sharded:
             directions = [as_sharded_like(d, self._params[i]) for i, d in zip(index, directions)]
         self.step_count += 1
@@ -346,13 +369,30 @@ class Surgeon(ABC):
             out[i] = d
         return out
 
+    # ------------------------------------------------------------------ the method
     @abstractmethod
-    def _direction(self, grads: list[list[Tensor]], index: list[int], *, owned: bool) -> list[Tensor]:
-        """The direction for the parameters ``index`` from ``grads`` (main first, then each aux).
+    def _formula(self) -> Formula:
+        """The method's :class:`~torchbloop.functional.Formula` (interface B)."""
 
-        With ``owned`` the method may overwrite the gradient lists (e.g. write the direction
-        into the last one); otherwise it must not modify them.
-        """
+    def _hyper(self) -> dict[str, Any]:
+        """The hyperparameters handed to the formula (``lam``: one value or one per level)."""
+        return {"lam": self._lams[0] if self.num_aux == 1 else list(self._lams)}
+
+    def _step_state(
+        self, grads: list[list[Tensor]], index: list[int]
+    ) -> tuple[list[list[Tensor]], list[list[Tensor]] | None]:
+        """The state lists of this step (local shards at ``index``), and new buffers to keep
+        if the step succeeds (``None`` when the existing ones are used)."""
+        del grads, index
+        return [], None
+
+    def _commit_state(self, fresh: list[list[Tensor]] | None) -> None:
+        """Keep the buffers :meth:`_step_state` created, once the step has happened."""
+        if fresh is not None:
+            self._set_state_lists(fresh)
+
+    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
+        """Hook after a step (e.g. diagnostics from the Gram and the formula's info)."""
 
     def _on_skipped_step(self) -> None:
         """Hook for a step skipped as non-finite (e.g. to mark diagnostics)."""
@@ -455,6 +495,37 @@ class Surgeon(ABC):
         self._set_state_lists(lists)
 
 
+def surgeon_for(formula: Formula, name: str, *, max_aux: int | None = 1) -> type[Surgeon]:
+    """The surgeon class of a stateless formula: ``cls(params, *, lam, foreach, nonfinite,
+    process_group)``, with every part of :class:`Surgeon` (backward, accumulation, scaler,
+    DDP/FSDP2, checkpoints); its state dicts are saved under ``name``.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import MixedFormula
+        >>> Plain = surgeon_for(MixedFormula(), "PlainSum")
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        >>> Plain([w], lam=0.5).backward(main=w.sum(), aux=w.pow(2).sum() / 2)
+        >>> w.grad, Plain.__name__
+        (tensor([1.5000, 2.0000]), 'PlainSum')
+    """
+
+    def _formula(self: Surgeon) -> Formula:
+        del self
+        return formula
+
+    return type(
+        name,
+        (Surgeon,),
+        {
+            "_formula": _formula,
+            "max_aux": max_aux,
+            "__doc__": f"The surgeon of the formula {formula.name!r} (see :func:`surgeon_for`).",
+            "__module__": __name__,
+        },
+    )
+
+
 def _first(values: Any) -> Tensor | None:
     for v in values:
         if v is not None:
@@ -462,4 +533,4 @@ def _first(values: Any) -> Tensor | None:
     return None
 
 
-__all__ = ["NonFinite", "Surgeon", "check_process_group"]
+__all__ = ["NonFinite", "Surgeon", "check_process_group", "surgeon_for"]

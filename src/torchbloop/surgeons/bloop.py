@@ -11,15 +11,8 @@ from torch import Tensor
 from .._validation import ParamsT, check_choice, check_flag, check_rhos
 from ..distributed.data_parallel import ProcessGroupArg
 from ..distributed.sharded import local
-from ..functional import (
-    Reducer,
-    bloop_update_,
-    ema_update_,
-    global_dots,
-    projection_coefficient,
-)
+from ..functional import BloopFormula, Formula, StepResult, SurgeryStep
 from ._base import NonFinite, Surgeon
-from ._levels import bloop_levels_
 from ._state import StateSpec
 
 EMA_KEY = "main_grad_ema"
@@ -197,57 +190,32 @@ class Bloop(Surgeon):
         self.emas = lists
 
     # ------------------------------------------------------------------ the step
-    def _start_emas(self, grads: list[list[Tensor]], index: list[int]) -> list[list[Tensor]]:
-        """The EMAs created lazily: level k starts from the first gradient of level k."""
-        emas = self.state_spec().zeros(self._params)
-        for level, ema in enumerate(emas):
-            for i, g in zip(index, grads[level]):
-                local(ema[i]).copy_(g)
-        return emas
+    def _formula(self) -> Formula:
+        return BloopFormula(self.ema_order)
 
-    def _direction(
-        self, grads: list[list[Tensor]], index: list[int], *, owned: bool
-    ) -> list[Tensor]:
-        if self.emas is None:
-            self.emas = self._start_emas(grads, index)
-        emas = [[local(ema[i]) for i in index] for ema in self.emas]
-        if self.num_aux > 1:
-            result = bloop_levels_(
-                grads,
-                emas,
-                lams=self._lams,
-                rhos=self._rhos,
-                ema_order=self.ema_order,
-                out=grads[-1] if owned else None,
-                foreach=self.foreach,
-                reduce=self._reduce,
-                diagnostics=self.diagnostics_enabled,
-            )
-            if result.diagnostics is not None:
-                self.diagnostics = BloopDiagnostics(*result.diagnostics)
-            return result.direction
-        main, aux = grads
-        ema = emas[0]
+    def _hyper(self) -> dict[str, Any]:
+        rho = self._rhos[0] if self.num_aux == 1 else list(self._rhos)
+        return {**super()._hyper(), "rho": rho}
+
+    def _step_state(
+        self, grads: list[list[Tensor]], index: list[int]
+    ) -> tuple[list[list[Tensor]], list[list[Tensor]] | None]:
+        """The EMAs; before the first step new ones, level j starting from ``g_j`` (kept only
+        if the step happens)."""
+        fresh = None
+        emas = self.emas
+        if emas is None:
+            fresh = emas = self.state_spec().zeros(self._params)
+            for level, ema in enumerate(emas):
+                for i, g in zip(index, grads[level]):
+                    local(ema[i]).copy_(g)
+        return [[local(ema[i]) for i in index] for ema in emas], fresh
+
+    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
         if self.diagnostics_enabled:
-            # Diagnostics look at the EMA the projection uses: the updated one in "code" order
-            # (a temporary copy here, so that the direction below is computed exactly as
-            # without diagnostics).
-            seen = ema
-            if self.ema_order == "code":
-                seen = [e.clone() for e in ema]
-                ema_update_(seen, main, rho=self._rhos[0], foreach=self.foreach)
-            self.diagnostics = _diagnostics(main, aux, seen, self._lams[0], reduce=self._reduce)
-        return bloop_update_(
-            main,
-            aux,
-            ema,
-            lam=self._lams[0],
-            rho=self._rhos[0],
-            ema_order=self.ema_order,
-            out=aux if owned else None,
-            foreach=self.foreach,
-            reduce=self._reduce,
-        ).direction
+            self.diagnostics = diagnostics_from(
+                step.gram(), result.info, self._rhos, self.ema_order
+            )
 
     def _on_skipped_step(self) -> None:
         if self.diagnostics_enabled:
@@ -259,26 +227,41 @@ class Bloop(Surgeon):
 def skipped_step_diagnostics(k: int, device: torch.device) -> BloopDiagnostics:
     """The diagnostics of a step skipped as non-finite: NaN values, both flags True."""
     shape: tuple[int, ...] = () if k == 1 else (k,)
-    nan = torch.full(shape, float("nan"), device=device)
+    nan = torch.full(shape, float("nan"), dtype=torch.float64, device=device)
     yes = torch.ones(shape, dtype=torch.bool, device=device)
     return BloopDiagnostics(nan, nan.clone(), nan.clone(), yes, nan.clone(), yes.clone())
 
 
-def _diagnostics(
-    main: list[Tensor],
-    aux: list[Tensor],
-    ema: list[Tensor],
-    lam: float,
-    reduce: Reducer | None = None,
+def diagnostics_from(
+    gram: Tensor, info: dict[str, Tensor], rhos: Sequence[float], order: EmaOrder
 ) -> BloopDiagnostics:
-    d = global_dots(
-        [(main, ema), (main, main), (ema, ema), (aux, ema), (aux, aux), (aux, main)],
-        reduce=reduce,
-    )
-    main_ema, main_main, ema_ema, aux_ema, aux_aux, aux_main = d.unbind()
-    coef, skipped = projection_coefficient(aux_ema, ema_ema)
-    # sqrt of each factor: their product overflows float32 at gradient scales ~1e10
-    cos, _ = projection_coefficient(main_ema, main_main.sqrt() * ema_ema.sqrt())
-    removed, _ = projection_coefficient(coef * aux_ema, aux_aux)
-    leak, _ = projection_coefficient(lam * (aux_main - coef * main_ema), main_main)
-    return BloopDiagnostics(cos, coef, removed, skipped, leak, torch.zeros_like(skipped))
+    """Per-level diagnostics from the step's Gram matrix and the formula's info (no sync).
+
+    ``b_j`` is the EMA the projection used (``e_j``, or the updated one in "code" order).
+    """
+    g = gram[0]
+    k = len(rhos)
+    n = g.shape[0]
+    levels = torch.arange(1, k + 1, device=g.device)
+    prev = levels - 1
+    mix = g.new_zeros((k, n))  # b_j = sum_i mix[j, i] v_i
+    rho = torch.tensor(rhos, dtype=g.dtype, device=g.device)
+    mix[prev, k + 1 + prev] = 1.0 if order == "paper" else 1.0 - rho
+    if order == "code":
+        mix[prev, prev] = rho
+    gbv = mix @ g  # <b_j, v_i>
+    gbb = gbv @ mix.T  # <b_i, b_j>
+    bb = gbb.diagonal()
+    g_prev = g[prev, prev]
+    cos_den = g_prev.sqrt() * bb.sqrt()
+    cos = torch.where(cos_den > 0, gbv[prev, prev] / torch.where(cos_den > 0, cos_den, 1.0), 0.0)
+    beta = info["coef"][0]  # P_k g_k = g_k - sum_l beta[k-1, l] b_l
+    g_kk = g[levels, levels]
+    removed_sq = (beta * (beta @ gbb)).sum(-1)
+    removed = torch.where(g_kk > 0, removed_sq / torch.where(g_kk > 0, g_kk, 1.0), 0.0)
+    skipped = info["skipped"][0].reshape(k).cumprod(0).bool()  # every EMA above was dropped
+    out = (cos, beta[prev, prev], removed, skipped, info["leak"][0].reshape(k))
+    out = out + (torch.zeros_like(skipped),)
+    if k == 1:
+        out = tuple(t.reshape(()) for t in out)
+    return BloopDiagnostics(*out)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from torch import Tensor
-
-from ..functional import add_scaled_, mixed_direction
+from ..functional import Formula, MixedFormula
 from ._base import Surgeon
 
 
@@ -31,14 +27,6 @@ class Mixed(Surgeon):
         tensor([1.5000, 2.0000])
     """
 
-    _supports_sharding: ClassVar[bool] = True  # elementwise: shards need no communication
 
-    def _direction(
-        self, grads: list[list[Tensor]], index: list[int], *, owned: bool
-    ) -> list[Tensor]:
-        main, *auxes = grads
-        out = auxes[-1] if owned else None
-        direction = mixed_direction(main, auxes[-1], lam=self._lams[-1], out=out, foreach=self.foreach)
-        for lam, aux in zip(self._lams[:-1], auxes[:-1]):
-            add_scaled_(direction, lam, aux, foreach=self.foreach)
-        return direction
+    def _formula(self) -> Formula:
+        return MixedFormula()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
-
-from ..functional import pcgrad_direction
+from ..functional import Formula, PCGradFormula
 from ._base import Surgeon
 
 
@@ -34,13 +32,7 @@ class PCGrad(Surgeon):
         tensor([0., 0.])
     """
 
-    _supports_sharding: ClassVar[bool] = True
     max_aux: ClassVar[int | None] = 1
 
-    def _direction(
-        self, grads: list[list[Tensor]], index: list[int], *, owned: bool
-    ) -> list[Tensor]:
-        main, aux = grads
-        return pcgrad_direction(
-            main, aux, lam=self._lams[0], out=aux if owned else None, foreach=self.foreach, reduce=self._reduce
-        )
+    def _formula(self) -> Formula:
+        return PCGradFormula()
