@@ -163,7 +163,7 @@ def test_low_precision_params_keep_a_float32_ema_through_save_and_load(dtype: to
 
 
 def test_backward_inside_autocast_equals_outside() -> None:
-    """Inner products stay float32 and gradients keep their dtypes inside an autocast region."""
+    """Inner products stay float64 (the Gram) and gradients keep their dtypes inside autocast."""
     results = []
     for inside in (False, True):
         model = _model()
@@ -175,7 +175,7 @@ def test_backward_inside_autocast_equals_outside() -> None:
                     surgeon.backward(main=main, aux=aux)
             if not inside:
                 surgeon.backward(main=main, aux=aux)
-        assert surgeon.diagnostics is not None and surgeon.diagnostics.coef.dtype == torch.float32
+        assert surgeon.diagnostics is not None and surgeon.diagnostics.coef.dtype == torch.float64
         results.append([p.grad.clone() for p in model.parameters()] + surgeon.ema)  # type: ignore[operator,union-attr]
     for a, b in zip(*results):
         assert a.dtype == torch.float32 and torch.equal(a, b)

@@ -589,3 +589,27 @@ def test_non_finite_error_names_the_loss():
         world.surgeon.backward(*_nan_aux(world.params))
     assert "main" not in str(info.value).split("loss")[0]
     assert isinstance(info.value, RuntimeError)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+def test_non_finite_direction_is_caught_like_a_non_finite_gradient(name, nonfinite):
+    """Issue 11: lam = 1e308 with finite gradients used to write inf into .grad."""
+    params = _params()
+    surgeon = CLASSES[name](params, lam=1e308, nonfinite=nonfinite)
+    world = World(params, surgeon)
+    before = _snapshot(world)
+    if nonfinite == "raise":
+        with pytest.raises(NonFiniteGradientError, match=r"^Non-finite direction"):
+            surgeon.backward(*_losses(params))
+        after = _snapshot(world)
+    else:
+        surgeon.backward(*_losses(params))
+        after = _snapshot(world)
+        assert after["skipped"] == 1
+        after["skipped"] = before["skipped"]
+    assert _same(before, after), "the failed step changed something"
+    assert surgeon.step_count == 0 and all(p.grad is None for p in params)
+    surgeon.lam = 0.5  # and a sensible lam proceeds
+    surgeon.backward(*_losses(params))
+    assert surgeon.step_count == 1 and all(torch.isfinite(p.grad).all() for p in params)

@@ -28,7 +28,7 @@ EmaOrder = Literal["paper", "code"]
 
 
 class BloopDiagnostics(NamedTuple):
-    """Per-step diagnostics of :class:`Bloop` (tensors on the gradients' device).
+    """Per-step diagnostics of :class:`Bloop` (float64 tensors on the gradients' device).
 
     With one auxiliary loss every field is a 0-dim tensor; with K of them each field has one
     entry per level ``k = 1..K`` (shape ``[K]``). Reading them (``float(...)``) synchronises
