@@ -12,7 +12,7 @@ from .._validation import ParamsT, check_choice, check_flag, check_rhos
 from ..distributed.data_parallel import ProcessGroupArg
 from ..distributed.sharded import local
 from ..functional import BloopFormula, Formula, StepResult, SurgeryStep
-from ._base import NonFinite, Surgeon
+from ._base import Granularity, NonFinite, Surgeon
 from ._state import StateSpec
 
 EMA_KEY = "main_grad_ema"
@@ -31,9 +31,11 @@ class BloopDiagnostics(NamedTuple):
     """Per-step diagnostics of :class:`Bloop` (float64 tensors on the gradients' device).
 
     With one auxiliary loss every field is a 0-dim tensor; with K of them each field has one
-    entry per level ``k = 1..K`` (shape ``[K]``). Reading them (``float(...)``) synchronises
-    with the device; keeping them does not. On a step skipped because a loss or gradient was
-    not finite the values are NaN and ``step_skipped`` is True.
+    entry per level ``k = 1..K`` (shape ``[K]``). With several blocks of inner products
+    (``granularity="group"``/``"tensor"``, or per-group ``lam``/``rho``) a leading dimension
+    holds one entry per block. Reading them (``float(...)``) synchronises with the device;
+    keeping them does not. On a step skipped because a loss or gradient was not finite the
+    values are NaN and ``step_skipped`` is True.
     """
 
     cos_main_ema: Tensor
@@ -136,9 +138,15 @@ class Bloop(Surgeon):
         foreach: bool = True,
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
+        granularity: Granularity = "global",
     ) -> None:
         super().__init__(
-            params, lam=lam, foreach=foreach, nonfinite=nonfinite, process_group=process_group
+            params,
+            lam=lam,
+            foreach=foreach,
+            nonfinite=nonfinite,
+            process_group=process_group,
+            granularity=granularity,
         )
         self._rhos = check_rhos(rho, self.num_aux)
         self._rho_is_float = not isinstance(rho, Sequence)
@@ -154,6 +162,13 @@ class Bloop(Surgeon):
         self.emas: list[list[Tensor]] | None = None
         """The EMAs ``e_0..e_{K-1}``, one list per level (``None`` until the first step)."""
         self.diagnostics: BloopDiagnostics | None = None
+        groups = self._check_groups()
+        if self.ema_order == "code" and granularity == "global":
+            if len({g["rho"] for g in groups}) > 1:
+                raise ValueError(
+                    "Invalid parameter groups: per-group rho with ema_order='code' needs "
+                    "granularity='group' or 'tensor' (the inner products of one block see one EMA)"
+                )
 
     @property
     def ema(self) -> list[Tensor] | None:
@@ -193,9 +208,8 @@ class Bloop(Surgeon):
     def _formula(self) -> Formula:
         return BloopFormula(self.ema_order)
 
-    def _hyper(self) -> dict[str, Any]:
-        rho = self._rhos[0] if self.num_aux == 1 else list(self._rhos)
-        return {**super()._hyper(), "rho": rho}
+    def _levels(self) -> dict[str, tuple[float, ...]]:
+        return {"lam": self._lams, "rho": self._rhos}
 
     def _step_state(
         self, grads: list[list[Tensor]], index: list[int]
@@ -212,10 +226,25 @@ class Bloop(Surgeon):
         return [[local(ema[i]) for i in index] for ema in emas], fresh
 
     def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
-        if self.diagnostics_enabled:
-            self.diagnostics = diagnostics_from(
-                step.gram(), result.info, self._rhos, self.ema_order
+        if not self.diagnostics_enabled:
+            return
+        gram = step.gram()
+        blocks = len(step.eff_gram)
+        if blocks == 1:
+            self.diagnostics = diagnostics_from(gram[0], result.info, self._rhos, self.ema_order)
+            return
+        groups = self._check_groups()
+        rhos = [groups[g]["rho"] for g in self._step_groups]  # the coefficient blocks' groups
+        per_block = [
+            diagnostics_from(
+                gram[step.eff_gram[b]],
+                {key: value[b : b + 1] for key, value in result.info.items()},
+                rhos[step.eff_coef[b]] if len(rhos) > 1 else rhos[0],
+                self.ema_order,
             )
+            for b in range(blocks)
+        ]
+        self.diagnostics = BloopDiagnostics(*(torch.stack(f) for f in zip(*per_block)))
 
     def _on_skipped_step(self) -> None:
         if self.diagnostics_enabled:
@@ -235,11 +264,11 @@ def skipped_step_diagnostics(k: int, device: torch.device) -> BloopDiagnostics:
 def diagnostics_from(
     gram: Tensor, info: dict[str, Tensor], rhos: Sequence[float], order: EmaOrder
 ) -> BloopDiagnostics:
-    """Per-level diagnostics from the step's Gram matrix and the formula's info (no sync).
+    """Per-level diagnostics from one block's Gram matrix and the formula's info (no sync).
 
     ``b_j`` is the EMA the projection used (``e_j``, or the updated one in "code" order).
     """
-    g = gram[0]
+    g = gram
     k = len(rhos)
     n = g.shape[0]
     levels = torch.arange(1, k + 1, device=g.device)
