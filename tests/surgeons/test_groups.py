@@ -26,7 +26,9 @@ def _params():
 
 def _grads(step: int, k: int = 1):
     gen = torch.Generator().manual_seed(step)
-    return [[torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES] for _ in range(k + 1)]
+    return [
+        [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES] for _ in range(k + 1)
+    ]
 
 
 def _groups(params, **settings):
@@ -90,7 +92,9 @@ def test_a_group_with_lam_zero_sits_out(cls):
     for step in range(3):
         main, aux = _grads(step)
         d = surgeon.combine(main, aux)
-        torch.testing.assert_close(flat(d[:2]), flat(rest.combine(main[:2], aux[:2])), rtol=0, atol=0)
+        torch.testing.assert_close(
+            flat(d[:2]), flat(rest.combine(main[:2], aux[:2])), rtol=0, atol=0
+        )
         for x, m in zip(d[2:], main[2:]):
             assert torch.equal(x, m) and x is not m  # combine returns new tensors
     if cls is Bloop:

@@ -37,8 +37,8 @@ from ..distributed.sharded import (
     local,
     sharded_reducer,
 )
-from . import _stages as stages
 from ..functional import Formula, StepResult, SurgeryStep
+from . import _stages as stages
 from ._finite import check_step
 from ._gradients import GradList, dense
 from ._state import SCALARS, StateSpec, check_count
@@ -60,12 +60,8 @@ def check_process_group(value: object) -> ProcessGroupArg:
     """``"auto"``, ``None`` or a ``torch.distributed.ProcessGroup``."""
     if value is None or value == "auto":
         return value  # type: ignore[return-value]
-    if isinstance(value, str) or not (
-        dist.is_available() and isinstance(value, dist.ProcessGroup)
-    ):
-        raise ValueError(
-            f"Invalid process_group={value!r}: must be 'auto', a ProcessGroup or None"
-        )
+    if isinstance(value, str) or not (dist.is_available() and isinstance(value, dist.ProcessGroup)):
+        raise ValueError(f"Invalid process_group={value!r}: must be 'auto', a ProcessGroup or None")
     return value
 
 
@@ -157,7 +153,9 @@ class Surgeon(ABC):
                     raise ValueError(
                         f"Invalid parameter group {g}: {type(self).__name__} has no {key!r}"
                     )
-                value = check_lams(group[key]) if key == "lam" else check_rhos(group[key], self.num_aux)
+                value = (
+                    check_lams(group[key]) if key == "lam" else check_rhos(group[key], self.num_aux)
+                )
                 if len(value) != self.num_aux:
                     raise ValueError(
                         f"Invalid parameter group {g}: {key}={group[key]!r} gives {len(value)} "
@@ -300,9 +298,7 @@ class Surgeon(ABC):
         )
         checked = losses if group is None else None  # losses differ between ranks
         try:
-            directions = self._surgery(
-                grads, checked, skip_nonfinite=scale is not None, owned=True
-            )
+            directions = self._surgery(grads, checked, skip_nonfinite=scale is not None, owned=True)
         except NonFiniteGradientError as error:
             if had_pending:  # the micro-batches summed so far cannot be told apart any more
                 raise NonFiniteGradientError(
@@ -320,9 +316,7 @@ class Surgeon(ABC):
         """True between an ``accumulate=True`` call and the final ``backward``."""
         return self._accumulator.pending is not None
 
-    def combine(
-        self, main_grads: GradList, aux_grads: GradList | Sequence[GradList]
-    ) -> GradList:
+    def combine(self, main_grads: GradList, aux_grads: GradList | Sequence[GradList]) -> GradList:
         """The direction for gradients the caller already has; advances the state like ``backward``.
 
         Args:
@@ -407,22 +401,28 @@ class Surgeon(ABC):
         for pos in active:
             excluded[pos] = False
         step_index = [index[pos] for pos in active]
-        step_lists = lists if len(active) == len(index) else [[ts[p] for p in active] for ts in lists]
+        step_lists = (
+            lists if len(active) == len(index) else [[ts[p] for p in active] for ts in lists]
+        )
         sitting_out = [lists[0][p] for p, out in enumerate(excluded) if out]
         with autocast_disabled(self._params):
             state, fresh = self._step_state(step_lists, step_index)
-            step = SurgeryStep(
-                self._formula(),
-                step_lists,
-                state,
-                hyper=hyper,
-                out=step_lists[0] if owned else None,
-                coef_blocks=coef_blocks,
-                gram_blocks=gram_blocks,
-                reduce=self._reduce,
-                foreach=self.foreach,
-                kernel=self.foreach,
-            ) if active else None
+            step = (
+                SurgeryStep(
+                    self._formula(),
+                    step_lists,
+                    state,
+                    hyper=hyper,
+                    out=step_lists[0] if owned else None,
+                    coef_blocks=coef_blocks,
+                    gram_blocks=gram_blocks,
+                    reduce=self._reduce,
+                    foreach=self.foreach,
+                    kernel=self.foreach,
+                )
+                if active
+                else None
+            )
             finite = check_step(
                 step,
                 lists,
@@ -441,9 +441,10 @@ class Surgeon(ABC):
                 self._commit_state(fresh)
                 self._after_step(step, result)
         # parameters that sit out take their main gradient (a copy when it is not ours)
-        directions = [
-            (t if owned else t.clone()) if out else None for t, out in zip(lists[0], excluded)
-        ]
+        directions: list[Tensor] = list(lists[0])
+        for pos, out_ in enumerate(excluded):
+            if out_ and not owned:
+                directions[pos] = directions[pos].clone()
         if step is not None:
             for pos, d in zip(active, result.direction):
                 directions[pos] = d
@@ -473,10 +474,10 @@ class Surgeon(ABC):
         if fresh is not None:
             self._set_state_lists(fresh)
 
-    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
+    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:  # noqa: B027
         """Hook after a step (e.g. diagnostics from the Gram and the formula's info)."""
 
-    def _on_skipped_step(self) -> None:
+    def _on_skipped_step(self) -> None:  # noqa: B027
         """Hook for a step skipped as non-finite (e.g. to mark diagnostics)."""
 
     # ------------------------------------------------------------------ state
@@ -572,9 +573,10 @@ class Surgeon(ABC):
         probe.__dict__.update(self.__dict__)
         probe._set_hyperparameters(dict(hp))  # validates on a copy
         probe.param_groups = [
-            {**{k: v for k, v in mine.items() if k not in GROUP_KEYS}, **{
-                k: saved[k] for k in GROUP_KEYS if k in saved
-            }}
+            {
+                **{k: v for k, v in mine.items() if k not in GROUP_KEYS},
+                **{k: saved[k] for k in GROUP_KEYS if k in saved},
+            }
             for mine, saved in zip(self.param_groups, groups)
         ]
         probe._check_groups()  # validates the groups' own settings

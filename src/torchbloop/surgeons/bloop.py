@@ -248,9 +248,7 @@ class Bloop(Surgeon):
 
     def _on_skipped_step(self) -> None:
         if self.diagnostics_enabled:
-            self.diagnostics = skipped_step_diagnostics(
-                self.num_aux, local(self._params[0]).device
-            )
+            self.diagnostics = skipped_step_diagnostics(self.num_aux, local(self._params[0]).device)
 
 
 def skipped_step_diagnostics(k: int, device: torch.device) -> BloopDiagnostics:
@@ -289,8 +287,8 @@ def diagnostics_from(
     removed_sq = (beta * (beta @ gbb)).sum(-1)
     removed = torch.where(g_kk > 0, removed_sq / torch.where(g_kk > 0, g_kk, 1.0), 0.0)
     skipped = info["skipped"][0].reshape(k).cumprod(0).bool()  # every EMA above was dropped
-    out = (cos, beta[prev, prev], removed, skipped, info["leak"][0].reshape(k))
-    out = out + (torch.zeros_like(skipped),)
+    fields = [cos, beta[prev, prev], removed, skipped, info["leak"][0].reshape(k)]
+    fields.append(torch.zeros_like(skipped))
     if k == 1:
-        out = tuple(t.reshape(()) for t in out)
-    return BloopDiagnostics(*out)
+        fields = [t.reshape(()) for t in fields]
+    return BloopDiagnostics(*fields)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..functional import Formula, DynamicBarrierFormula
+from ..functional import DynamicBarrierFormula, Formula
 from ._base import Surgeon
 
 

@@ -27,6 +27,5 @@ class Mixed(Surgeon):
         tensor([1.5000, 2.0000])
     """
 
-
     def _formula(self) -> Formula:
         return MixedFormula()
