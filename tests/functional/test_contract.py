@@ -265,7 +265,7 @@ def test_bfloat16_gradients_with_float32_ema() -> None:
     assert _err(ema, want_e) <= 1e-6 * norm(want_e)
 
 
-def test_reduce_sees_the_packed_float64_gram_once() -> None:
+def test_reduce_sees_the_float64_gram_once() -> None:
     main, aux, ema = _lists(3, seed=14)
     calls = []
 
@@ -275,13 +275,13 @@ def test_reduce_sees_the_packed_float64_gram_once() -> None:
 
     want = bloop_direction(main, aux, ema, lam=0.7).direction
     got = bloop_direction(main, aux, ema, lam=0.7, reduce=twice).direction
-    assert len(calls) == 1 and calls[0].dtype == torch.float64 and calls[0].dim() == 2
+    assert len(calls) == 1 and calls[0].dtype == torch.float64 and calls[0].shape == (1, 3, 3)
     assert _err(got, want) <= 1e-13 * norm(want)  # the projection is scale-free
 
 
 def test_orthonormalise_on_a_known_gram() -> None:
     gram = torch.tensor([[[4.0, 2.0], [2.0, 2.0]]], dtype=torch.float64)
-    r, skipped = _orthonormalise(gram, 1e-3)
+    r, skipped = _orthonormalise(gram, torch.ones(1, 2, dtype=torch.bool), 1e-3)
     q_gram = r @ gram @ r.transpose(1, 2)
     assert torch.allclose(q_gram, torch.eye(2, dtype=torch.float64)[None], atol=1e-14)
     assert not skipped.any()
@@ -302,3 +302,13 @@ def test_wrong_state_count_and_misaligned_lists_are_rejected() -> None:
         SurgeryStep(MixedFormula(), [grads[0], grads[1][:2]], [], hyper={"lam": 1.0})
     with pytest.raises(ValueError, match="at least one"):
         SurgeryStep(MixedFormula(), [grads[0]], [], hyper={"lam": 1.0})
+
+
+def test_out_on_an_updated_state_and_a_second_apply_are_rejected() -> None:
+    grads, emas = _lists(2), _lists(1)
+    with pytest.raises(ValueError, match="state"):
+        SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": 1.0, "rho": 0.1}, out=emas[0])
+    step = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": 1.0, "rho": 0.1})
+    step.apply()
+    with pytest.raises(RuntimeError, match="already"):
+        step.apply()
