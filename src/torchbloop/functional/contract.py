@@ -118,7 +118,8 @@ class SurgeryStep:
         out: where to write the direction (a gradient list, or other tensors); None: new.
         gram_blocks: which tensors share inner products (see the module docstring).
         coef_blocks: which tensors share hyperparameters: one block id per tensor.
-        reduce: sums the stacked local inner products over the mesh (sharded lists).
+        reduce: sums the stacked local inner products over the mesh (sharded lists: pass the
+            local shards; the Gram pass also accepts DTensors and uses their local shards).
         foreach: use the multi-tensor kernels on the torch-op path.
         kernel: allow the fused CPU kernel (False forces torch ops).
 
@@ -177,6 +178,10 @@ class SurgeryStep:
         for j in range(m):
             if self.reads[1 + j] is not None and any(_shares(state[j], g) for g in grads):
                 raise ValueError(f"Invalid state: state list {j} shares tensors with a gradient")
+        if out is not None and any(
+            self.reads[1 + j] is not None and _shares(out, state[j]) for j in range(m)
+        ):
+            raise ValueError("Invalid out: it shares tensors with a state list the step updates")
         check = getattr(formula, "check", None)
         if check is not None:
             check(hyper, k)
@@ -201,6 +206,7 @@ class SurgeryStep:
         self.native = kernel and _native_usable(lists, n, 1 + m) and not _compiling()
         self._gram: Tensor | None = None
         self._coefs: Coefficients | None = None
+        self._applied = False
 
     def _check_uniform(self, gram_hyper: object) -> None:
         """Hyperparameters the formula applies to the Gram itself (Bloop's ``rho`` in code
@@ -224,31 +230,26 @@ class SurgeryStep:
 
     def gram(self) -> Tensor:
         """Pass 1: ``[n_gram_blocks, n, n]`` float64 Gram of the needed pairs and of every
-        gradient list's square (the rest 0), reduced over the mesh. Computed once."""
+        gradient list's square (the other entries 0), reduced over the mesh. Computed once."""
         if self._gram is None:
+            n = len(self.vectors)
             if self.native:
                 packed = _native.gram(  # type: ignore[attr-defined]
                     self.vectors, self._pairs, block_of=self.gram_of, n_blocks=self.n_gram
                 )
+                ii = _on(packed.device, [i * n + j for i, j in self._pairs], torch.long)
+                jj = _on(packed.device, [j * n + i for i, j in self._pairs], torch.long)
+                g = packed.new_zeros((self.n_gram, n * n))
+                g.index_copy_(1, ii, packed).index_copy_(1, jj, packed)
+                g = g.view(self.n_gram, n, n)
             else:
                 full = _gram.gram(self.vectors, block_of=self.gram_of, n_blocks=self.n_gram)
-                ii, jj = self._pair_index(full.device)
-                packed = full[:, ii, jj]
-            if self.reduce is not None:
-                packed = self.reduce(packed)
-            n = len(self.vectors)
-            ii, jj = self._pair_index(packed.device)
-            g = packed.new_zeros((self.n_gram, n, n))
-            g[:, ii, jj] = packed
-            g[:, jj, ii] = packed
-            self._gram = g
+                mask = [0.0] * (n * n)
+                for i, j in self._pairs:
+                    mask[i * n + j] = mask[j * n + i] = 1.0
+                g = full * _on(full.device, mask, full.dtype).view(n, n)
+            self._gram = self.reduce(g) if self.reduce is not None else g
         return self._gram
-
-    def _pair_index(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        return (
-            _on(device, [i for i, _ in self._pairs], torch.long),
-            _on(device, [j for _, j in self._pairs], torch.long),
-        )
 
     def sq_norms(self) -> Tensor:
         """``[K + 1]``: the squared global norms of ``g_0..g_K`` (runs :meth:`gram`)."""
@@ -302,7 +303,14 @@ class SurgeryStep:
     # ------------------------------------------------------------------ phase 2
 
     def apply(self) -> StepResult:
-        """Pass 2: writes the direction (into ``out`` or new tensors) and the new state."""
+        """Pass 2: writes the direction (into ``out`` or new tensors) and the new state.
+
+        Raises:
+            RuntimeError: when called a second time (the state would be updated twice).
+        """
+        if self._applied:
+            raise RuntimeError("SurgeryStep.apply() was already called: build a new step")
+        self._applied = True
         coefs = self.coefficients()
         k, m = self.k, len(self.vectors) - self.k - 1
         written = [j for j in range(m) if self.reads[1 + j] is not None]
@@ -355,8 +363,7 @@ class SurgeryStep:
         n_out, n = coefs.shape[1], coefs.shape[2]
         scalars: list[list[_lincomb.Scalars]] = []
         if coefs.shape[0] == 1:
-            flat = coefs[0]
-            scalars = [[flat[o, i] for i in range(n)] for o in range(n_out)]
+            scalars = [list(row.unbind(0)) for row in coefs[0].unbind(0)]
         else:
             per = coefs.index_select(0, _on(coefs.device, self.eff_of, torch.long))
             per = per.permute(1, 2, 0)
@@ -389,7 +396,7 @@ def _on(device: torch.device, values: Sequence[float] | Tensor, dtype: torch.dty
     memory and a non-blocking copy for accelerators)."""
     if isinstance(values, Tensor):
         if values.device == device:
-            return values.to(dtype)
+            return values if values.dtype == dtype else values.to(dtype)
         key: tuple[object, ...] = (
             device,
             dtype,
