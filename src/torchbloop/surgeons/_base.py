@@ -316,7 +316,13 @@ class Surgeon(ABC):
         """True between an ``accumulate=True`` call and the final ``backward``."""
         return self._accumulator.pending is not None
 
-    def combine(self, main_grads: GradList, aux_grads: GradList | Sequence[GradList]) -> GradList:
+    def combine(
+        self,
+        main_grads: GradList,
+        aux_grads: GradList | Sequence[GradList],
+        *,
+        out: Sequence[Tensor | None] | None = None,
+    ) -> GradList:
         """The direction for gradients the caller already has; advances the state like ``backward``.
 
         Args:
@@ -324,12 +330,15 @@ class Surgeon(ABC):
                 parameter's shape, dtype and device.
             aux_grads: likewise for the auxiliary loss; with K auxiliary losses a list of K
                 such lists, in priority order.
+            out: where to write the direction, one tensor per parameter like the gradients
+                (e.g. each ``p.grad``); saves allocating new tensors, which on the CPU costs
+                more than the step itself at large sizes. Default: new tensors.
 
         Returns:
-            One direction per parameter (new tensors; the inputs are neither modified nor
-            copied, and gradients that require grad are detached), ``None`` where every
-            gradient is ``None``. ``None`` everywhere when the step was skipped
-            (``nonfinite="skip"``).
+            One direction per parameter (the tensors of ``out``, or new ones; the inputs are
+            neither modified nor copied, and gradients that require grad are detached),
+            ``None`` where every gradient is ``None``. ``None`` everywhere when the step was
+            skipped (``nonfinite="skip"``; ``out`` is then left as it was).
         """
         nested = (
             isinstance(aux_grads, Sequence)
@@ -354,9 +363,10 @@ class Surgeon(ABC):
                 "combine() called while micro-batches are pending; finish with backward()"
             )
         self._sharded()
+        targets = None if out is None else check_grad_list("out", out, self._params)
         grads = [[None if g is None else g.detach() for g in gs] for gs in grads]
-        out = self._surgery(grads, None, owned=False)
-        return [None] * len(self._params) if out is None else out
+        result = self._surgery(grads, None, owned=False, out=targets)
+        return [None] * len(self._params) if result is None else result
 
     def _sharded(self) -> bool:
         sharded = is_sharded(self._params)
@@ -374,6 +384,7 @@ class Surgeon(ABC):
         *,
         skip_nonfinite: bool = False,
         owned: bool,
+        out: GradList | None = None,
     ) -> GradList | None:
         """Finiteness and the method's combination (interface B); ``None`` when skipped.
 
@@ -404,7 +415,14 @@ class Surgeon(ABC):
         step_lists = (
             lists if len(active) == len(index) else [[ts[p] for p in active] for ts in lists]
         )
-        sitting_out = [lists[0][p] for p, out in enumerate(excluded) if out]
+        sitting_out = [lists[0][p] for p, out_ in enumerate(excluded) if out_]
+        targets: list[Tensor] | None = None
+        if out is not None:
+            chosen = [out[i] for i in index]
+            if any(t is None for t in chosen):
+                raise ValueError("Invalid out: None where a gradient exists; pass a tensor there")
+            targets = [local(t) for t in chosen if t is not None]
+        step_out = None if targets is None else [targets[p] for p in active]
         with autocast_disabled(self._params):
             state, fresh = self._step_state(step_lists, step_index)
             step = (
@@ -413,7 +431,7 @@ class Surgeon(ABC):
                     step_lists,
                     state,
                     hyper=hyper,
-                    out=step_lists[0] if owned else None,
+                    out=step_lists[0] if owned else step_out,
                     coef_blocks=coef_blocks,
                     gram_blocks=gram_blocks,
                     reduce=self._reduce,
@@ -444,7 +462,11 @@ class Surgeon(ABC):
         directions: list[Tensor] = list(lists[0])
         for pos, out_ in enumerate(excluded):
             if out_ and not owned:
-                directions[pos] = directions[pos].clone()
+                directions[pos] = (
+                    directions[pos].clone()
+                    if targets is None
+                    else targets[pos].copy_(directions[pos])
+                )
         if step is not None:
             for pos, d in zip(active, result.direction):
                 directions[pos] = d
