@@ -473,10 +473,10 @@ class Surgeon(ABC):
         if sharded:
             directions = [as_sharded_like(d, self._params[i]) for i, d in zip(index, directions)]
         self.step_count += 1
-        out: GradList = [None] * n
+        full: GradList = [None] * n
         for i, d in zip(index, directions):
-            out[i] = d
-        return out
+            full[i] = d
+        return full
 
     # ------------------------------------------------------------------ the method
     @abstractmethod
