@@ -29,7 +29,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 GRACE_S = 10.0
-"""How long the other ranks may run on after one failed, or exit after all wrote their results."""
+"""How long the other ranks may run on after one rank failed."""
+
+EXIT_GRACE_S = 60.0
+"""How long the ranks may take to exit once all wrote their results (interpreter shutdown with
+torch loaded takes ~7 s on a loaded 2-core machine; a rank still running after this is stopped)."""
 
 
 class LaunchError(AssertionError):
@@ -115,6 +119,7 @@ def launch(
     backend: str,
     timeout: float,
     grace: float = GRACE_S,
+    exit_grace: float = EXIT_GRACE_S,
 ) -> tuple[list[str], list[str]]:
     """Run ``fn`` on ``world`` ranks writing into ``out``: ``(failures, abnormal exits)`` as texts."""
     ctx = mp.get_context("spawn")
@@ -126,13 +131,13 @@ def launch(
     try:
         for p in procs:
             p.start()
-        return _judge(procs, out, world=world, timeout=timeout, grace=grace)
+        return _judge(procs, out, world=world, timeout=timeout, grace=grace, exit_grace=exit_grace)
     finally:
         _stop(procs)
 
 
 def _judge(
-    procs: list[Any], out: str, *, world: int, timeout: float, grace: float
+    procs: list[Any], out: str, *, world: int, timeout: float, grace: float, exit_grace: float
 ) -> tuple[list[str], list[str]]:
     deadline = time.monotonic() + timeout
     cut_off = deadline  # brought forward once a rank failed or every rank wrote its result
@@ -145,8 +150,10 @@ def _judge(
         failed = any(
             not p.is_alive() and not _result_path(out, r).exists() for r, p in enumerate(procs)
         )
-        if (written or failed) and cut_off == deadline:
+        if failed and cut_off == deadline:
             cut_off = min(deadline, time.monotonic() + grace)
+        elif written and cut_off == deadline:
+            cut_off = min(deadline, time.monotonic() + exit_grace)
         now = time.monotonic()
         if now >= cut_off:
             timed_out = cut_off == deadline
@@ -180,6 +187,7 @@ def run_ranks(
     backend: str = "gloo",
     timeout: float = 300.0,
     grace: float = GRACE_S,
+    exit_grace: float = EXIT_GRACE_S,
 ) -> list[Any]:
     """``fn(rank, world, *args)`` on every rank of a fresh group; returns the results by rank.
 
@@ -190,7 +198,14 @@ def run_ranks(
     """
     with tempfile.TemporaryDirectory() as out:
         failures, abnormal = launch(
-            fn, args, out, world=world, backend=backend, timeout=timeout, grace=grace
+            fn,
+            args,
+            out,
+            world=world,
+            backend=backend,
+            timeout=timeout,
+            grace=grace,
+            exit_grace=exit_grace,
         )
         if failures:
             raise LaunchError("\n".join(failures))

@@ -30,7 +30,7 @@ def test_success_then_abort_at_exit_is_a_warning_not_a_failure() -> None:
 @pytest.mark.timeout(300)  # the rank sleeps for an hour: finishing at all shows it was stopped
 def test_success_then_hang_at_exit_is_killed_with_a_warning() -> None:
     with pytest.warns(AbnormalExitWarning, match="rank 0 wrote its result, then was still running"):
-        results = run_ranks(succeed_then_hang, grace=1.0)
+        results = run_ranks(succeed_then_hang, exit_grace=1.0)
     assert results == EXPECTED
 
 
