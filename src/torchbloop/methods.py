@@ -69,7 +69,7 @@ METHODS: Mapping[str, MethodInfo] = _table(
         colour="tab:red",
         factory=Bloop,
         hyperparameters=("lam", "rho"),
-        max_aux=1,
+        max_aux=None,
         description=(
             "the main loss first: the aux gradient without its component along an EMA of "
             "main gradients (Hsieh et al., 2024)"
@@ -81,7 +81,7 @@ METHODS: Mapping[str, MethodInfo] = _table(
         colour="tab:blue",
         factory=Mixed,
         hyperparameters=("lam",),
-        max_aux=1,
+        max_aux=None,
         description="the plain weighted sum L_main + lam * L_aux (the usual baseline)",
     ),
     MethodInfo(
