@@ -7,6 +7,7 @@ below and add it to ``__all__`` (``torchbloop list`` shows them in import order)
 from . import (
     conditioning,
     ema_ablation,
+    hierarchy,
     joint_lm,
     multitask,
     negative_case,
@@ -20,6 +21,7 @@ from . import (
 __all__ = [
     "conditioning",
     "ema_ablation",
+    "hierarchy",
     "joint_lm",
     "multitask",
     "negative_case",
