@@ -87,8 +87,13 @@ def test_ctrl_c_in_process_prints_one_line(
     assert err.strip().splitlines()[-1] == INTERRUPTED and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_worker_processes_ends_them_without_tracebacks(tmp_path: Path) -> None:
-    """A real SIGINT to the whole process group (what a terminal's Ctrl-C sends)."""
+    """A real SIGINT to the whole process group (what a terminal's Ctrl-C sends).
+
+    Slow: passes in about 25 s on a quiet machine, but twice in full runs on a 2-core machine
+    at load average > 10 the command had not exited 60 s / 120 s after the SIGINT (not yet
+    understood: a stuck exit of the process pool is suspected)."""
     cmd = [sys.executable, "-m", "torchbloop.experiments", "run", "quadratic", "--budget"]
     cmd += ["paper", "--methods", "mixed", "--lams", "0", "1", "--jobs", "2"]
     cmd += ["--out", str(tmp_path / "o")]

@@ -76,4 +76,4 @@ def test_make_surgeon_passes_only_the_declared_hyperparameters(half_mixed: Metho
     surgeon = make_surgeon("half_mixed", [w], 0.8, rho=0.5)  # rho dropped: not in the entry
     assert isinstance(surgeon, torchbloop.Mixed) and surgeon.lam == pytest.approx(0.4)
     with pytest.raises(ValueError, match="at most 1 aux loss"):
-        make_surgeon("mixed", [w], [0.1, 0.2], rho=0.5)
+        make_surgeon("pcgrad", [w], [0.1, 0.2], rho=0.5)
