@@ -234,7 +234,7 @@ class SurgeryStep:
         if self._gram is None:
             n = len(self.vectors)
             if self.native:
-                packed = _native.gram(  # type: ignore[attr-defined]
+                packed = _native.gram(
                     self.vectors, self._pairs, block_of=self.gram_of, n_blocks=self.n_gram
                 )
                 ii = _on(packed.device, [i * n + j for i, j in self._pairs], torch.long)
@@ -320,9 +320,9 @@ class SurgeryStep:
             direction = self.out
             if direction is None:
                 direction = [torch.empty_like(t) for t in self.vectors[0]]
-            outs = [direction, *targets[1:]]
+            outs = [direction] + [list(self.vectors[k + 1 + j]) for j in written]
             c = self._output_coefs().to("cpu", torch.float64)
-            _native.lincomb(self.vectors, outs, c, block_of=self.eff_of)  # type: ignore[attr-defined]
+            _native.lincomb(self.vectors, outs, c, block_of=self.eff_of)
         else:
             scalars, reads, likes = self._plan()
             direction = _lincomb.lincomb(
@@ -435,10 +435,11 @@ def _compiling() -> bool:
 
 
 def _native_usable(lists: Sequence[TensorList], n_in: int, n_out: int) -> bool:
-    """THE eligibility check of the kernel path (interface C: ``_native.usable``)."""
-    if not hasattr(_native, "lincomb") or n_in > 8 or n_out > 4:
+    """THE eligibility check of the kernel path: ``_native.usable`` (interface C), within the
+    kernel's list counts."""
+    if n_in > _native.MAX_INPUTS or n_out > _native.MAX_OUTPUTS:
         return False
-    return bool(_native.usable(lists))  # type: ignore[call-arg, arg-type]
+    return _native.usable(lists)
 
 
 def _gram_blocks(blocks: GramBlocks, coef_of: list[int], n_tensors: int) -> tuple[list[int], int]:
