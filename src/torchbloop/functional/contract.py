@@ -203,7 +203,7 @@ class SurgeryStep:
         lists = [*self.vectors] + (
             [out] if out is not None and not _aliases(out, self.vectors) else []
         )
-        self.native = kernel and _native_usable(lists, n, 1 + m) and not _compiling()
+        self.native = kernel and not _compiling() and _native_usable(lists, n, 1 + m)
         self._gram: Tensor | None = None
         self._coefs: Coefficients | None = None
         self._applied = False
