@@ -320,3 +320,23 @@ def test_out_on_an_updated_state_and_a_second_apply_are_rejected() -> None:
     step.apply()
     with pytest.raises(RuntimeError, match="already"):
         step.apply()
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch-ops"])
+def test_without_norms_pass_one_reads_only_the_lists_the_formula_needs(path, monkeypatch) -> None:
+    """Paper order, no leak, no norms: pass 1 needs only <g_1, e> and <e, e>; a NaN in g_0
+    does not reach the coefficients (only the direction, which adds g_0)."""
+    if path == "torch-ops":
+        monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
+    main, aux, ema = _lists(3, dtype=torch.float32, seed=15)
+    coef = bloop_direction(main, aux, ema, lam=0.5).coef
+    main[0][0, 0] = math.nan
+    step = SurgeryStep(
+        BloopFormula(leak=False), [main, aux], [ema], hyper={"lam": 0.5, "rho": 0.1}, norms=False
+    )
+    assert torch.isfinite(step.gram()).all()
+    with pytest.raises(RuntimeError, match="norms"):
+        step.surely_finite()
+    result = step.apply()
+    assert "leak" not in result.info and result.sq_norms is None
+    assert float(result.info["coef"][0, 0, 0]) == pytest.approx(float(coef), rel=1e-6)

@@ -80,13 +80,14 @@ def bloop_direction(
         [tensor([1.0000, 0.5000])]
     """
     step = SurgeryStep(
-        BloopFormula(update_ema=False),
+        BloopFormula(update_ema=False, leak=False),
         [main_grads, aux_grads],
         [list(ema)],
         hyper={"lam": lam, "rho": 1.0},
         out=out,
         foreach=foreach,
         reduce=reduce,
+        norms=False,
     )
     return _run(step, accumulation_dtype(main_grads, aux_grads, ema))
 
@@ -173,7 +174,7 @@ def _update(
     kernel: bool,
 ) -> BloopDirection:
     step = SurgeryStep(
-        BloopFormula(ema_order),
+        BloopFormula(ema_order, leak=False),
         [main_grads, aux_grads],
         [ema],
         hyper={"lam": lam, "rho": rho},
@@ -181,6 +182,7 @@ def _update(
         foreach=foreach,
         reduce=reduce,
         kernel=kernel,
+        norms=False,
     )
     return _run(step, accumulation_dtype(main_grads, aux_grads, ema))
 

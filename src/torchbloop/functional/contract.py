@@ -122,6 +122,9 @@ class SurgeryStep:
             local shards; the Gram pass also accepts DTensors and uses their local shards).
         foreach: use the multi-tensor kernels on the torch-op path.
         kernel: allow the fused CPU kernel (False forces torch ops).
+        norms: also compute ``||g_k||^2`` of every gradient list in pass 1 (for the finiteness
+            check and :attr:`StepResult.sq_norms`); False reads only the lists the formula's
+            inner products need.
 
     Example:
         >>> import torch
@@ -150,6 +153,7 @@ class SurgeryStep:
         reduce: Reducer | None = None,
         foreach: bool = True,
         kernel: bool = True,
+        norms: bool = True,
     ) -> None:
         if len(grads) < 2:
             raise ValueError(f"Invalid grads: {len(grads)} list(s); need g_0 and at least one g_k")
@@ -197,9 +201,11 @@ class SurgeryStep:
             name: _hyper(name, v, coef_blocks is not None, n_coef) for name, v in hyper.items()
         }
         self._check_uniform(getattr(formula, "gram_hyper", None))
-        self._pairs = sorted(
-            {(min(i, j), max(i, j)) for i, j in formula.pairs(k)} | {(i, i) for i in range(k + 1)}
-        )
+        wanted = {(min(i, j), max(i, j)) for i, j in formula.pairs(k)}
+        self.norms = bool(norms)
+        if self.norms:
+            wanted |= {(i, i) for i in range(k + 1)}
+        self._pairs = sorted(wanted)
         lists = [*self.vectors] + (
             [out] if out is not None and not _aliases(out, self.vectors) else []
         )
@@ -229,13 +235,20 @@ class SurgeryStep:
     # ------------------------------------------------------------------ phase 1
 
     def gram(self) -> Tensor:
-        """Pass 1: ``[n_gram_blocks, n, n]`` float64 Gram of the needed pairs and of every
-        gradient list's square (the other entries 0), reduced over the mesh. Computed once."""
+        """Pass 1: ``[n_gram_blocks, n, n]`` float64 Gram of the needed pairs (and of every
+        gradient list's square unless ``norms=False``; the other entries 0), reduced over the
+        mesh. Reads only the lists those pairs involve. Computed once."""
         if self._gram is None:
             n = len(self.vectors)
-            if self.native:
+            used = sorted({i for pair in self._pairs for i in pair})
+            slot = {v: u for u, v in enumerate(used)}
+            lists = [self.vectors[i] for i in used]
+            if not self._pairs:
+                g = torch.zeros((self.n_gram, n, n), dtype=torch.float64, device=self._device())
+            elif self.native:
+                local_pairs = [(slot[i], slot[j]) for i, j in self._pairs]
                 packed = _native.gram(
-                    self.vectors, self._pairs, block_of=self.gram_of, n_blocks=self.n_gram
+                    lists, local_pairs, block_of=self.gram_of, n_blocks=self.n_gram
                 )
                 ii = _on(packed.device, [i * n + j for i, j in self._pairs], torch.long)
                 jj = _on(packed.device, [j * n + i for i, j in self._pairs], torch.long)
@@ -243,16 +256,27 @@ class SurgeryStep:
                 g.index_copy_(1, ii, packed).index_copy_(1, jj, packed)
                 g = g.view(self.n_gram, n, n)
             else:
-                full = _gram.gram(self.vectors, block_of=self.gram_of, n_blocks=self.n_gram)
+                sub = _gram.gram(lists, block_of=self.gram_of, n_blocks=self.n_gram)
                 mask = [0.0] * (n * n)
                 for i, j in self._pairs:
                     mask[i * n + j] = mask[j * n + i] = 1.0
-                g = full * _on(full.device, mask, full.dtype).view(n, n)
+                if len(used) < n:  # place the used lists' Gram in the full matrix
+                    pick = _on(sub.device, used, torch.long)
+                    full = sub.new_zeros((self.n_gram, n, n))
+                    full[:, pick[:, None], pick[None, :]] = sub
+                    sub = full
+                g = sub * _on(sub.device, mask, sub.dtype).view(n, n)
             self._gram = self.reduce(g) if self.reduce is not None else g
         return self._gram
 
     def sq_norms(self) -> Tensor:
-        """``[K + 1]``: the squared global norms of ``g_0..g_K`` (runs :meth:`gram`)."""
+        """``[K + 1]``: the squared global norms of ``g_0..g_K`` (runs :meth:`gram`).
+
+        Raises:
+            RuntimeError: the step was built with ``norms=False``.
+        """
+        if not self.norms:
+            raise RuntimeError("this SurgeryStep was built with norms=False")
         return self.gram().diagonal(dim1=1, dim2=2)[:, : self.k + 1].sum(0)
 
     def coefficients(self) -> Coefficients:
@@ -277,6 +301,8 @@ class SurgeryStep:
         output's dtype (and every coefficient representable). False means "not known": call
         :meth:`outputs_finite` (an extra pass) to decide.
         """
+        if not self.norms:
+            raise RuntimeError("surely_finite() needs the gradients' norms: build with norms=True")
         g = self.gram()
         diag = g.diagonal(dim1=1, dim2=2)
         ok = torch.isfinite(diag[:, : self.k + 1]).all()
@@ -331,7 +357,7 @@ class SurgeryStep:
         return StepResult(
             direction,
             coefs.info,
-            self.sq_norms() if self._gram is not None else None,
+            self.sq_norms() if self._gram is not None and self.norms else None,
             self._gram,
             coefs,
         )
