@@ -44,13 +44,23 @@ def torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
 
 
+@pytest.fixture(params=["kernel", "torch-ops"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on both paths (the kernel one where the C kernel is built)."""
+    if request.param == "torch-ops":
+        monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
+    elif not contract._native_usable([[torch.zeros(2)]], 1, 1):
+        pytest.skip("C kernel not available")
+    return str(request.param)
+
+
 # --------------------------------------------------------------------------- blocks
 
 
 @pytest.mark.parametrize("order", ["paper", "code"])
 @pytest.mark.parametrize("blocks", ["tensor", "group", [1, 0, 1, 0, 0]])
 @pytest.mark.parametrize("k", [1, 2])
-def test_block_gram_equals_reference(order, blocks, k) -> None:
+def test_block_gram_equals_reference(order, blocks, k, path) -> None:
     grads, emas = _lists(k + 1, seed=1), _lists(k, seed=2)
     ids = list(range(5)) if blocks == "tensor" else GROUPS if blocks == "group" else blocks
     lam, rho = [0.8, 3.0][:k], [0.3, 0.6][:k]
@@ -72,7 +82,7 @@ def test_block_gram_equals_reference(order, blocks, k) -> None:
 
 
 @pytest.mark.parametrize("blocks", [None, "group", "tensor"])
-def test_per_group_lam_and_rho_equal_reference(blocks) -> None:
+def test_per_group_lam_and_rho_equal_reference(blocks, path) -> None:
     grads, emas = _lists(3, seed=3), _lists(2, seed=4)
     lam = [[0.5, 1.0], [0.0, 0.0], [2.0, 0.1]]  # group 1 excluded (lam = 0)
     rho = [0.1, 0.5, 1.0]
@@ -123,7 +133,7 @@ def test_code_order_needs_one_rho_per_gram_block() -> None:
     )
 
 
-def test_mixed_per_group_lam() -> None:
+def test_mixed_per_group_lam(path) -> None:
     grads = _lists(3, seed=5)
     lam = [[1.0, 2.0], [0.0, 0.5], [3.0, 0.0]]
     d = SurgeryStep(MixedFormula(), grads, [], hyper={"lam": lam}, coef_blocks=GROUPS).apply()
@@ -151,7 +161,7 @@ def test_bad_blocks_are_rejected() -> None:
 @pytest.mark.parametrize("foreach", [True, False])
 @pytest.mark.parametrize("out", ["none", "main", "aux", "fresh"])
 @pytest.mark.parametrize("order", ["paper", "code"])
-def test_out_may_alias_any_gradient(order, out, foreach) -> None:
+def test_out_may_alias_any_gradient(order, out, foreach, path) -> None:
     """out = g_0 makes a cycle with the EMA update (each overwrites what the other reads)."""
     main, aux, ema = _lists(3, dtype=torch.float32, seed=6)
     want_d, want_e = bloop_update_reference(main, aux, ema, lam=0.6, rho=0.2, ema_order=order)
@@ -176,7 +186,7 @@ def test_out_may_alias_any_gradient(order, out, foreach) -> None:
         assert all(torch.equal(x, y) for x, y in zip(a, aux))
 
 
-def test_same_list_under_two_indices() -> None:
+def test_same_list_under_two_indices(path) -> None:
     """The full-batch rule passes g_main as the EMA; out = g_main aliases two inputs."""
     main, aux = _lists(2, seed=7)
     want = bloop_direction([t.clone() for t in main], aux, main, lam=2.0).direction
@@ -188,7 +198,7 @@ def test_same_list_under_two_indices() -> None:
 # --------------------------------------------------------------------------- finiteness
 
 
-def test_finite_steps_are_known_finite_without_a_pass() -> None:
+def test_finite_steps_are_known_finite_without_a_pass(path) -> None:
     grads, emas = _lists(3, dtype=torch.float32, seed=8), _lists(2, dtype=torch.float32, seed=9)
     step = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": [1.0, 1e3], "rho": 0.1})
     assert bool(step.surely_finite())
@@ -196,7 +206,7 @@ def test_finite_steps_are_known_finite_without_a_pass() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_huge_lam_is_caught_before_anything_is_written(dtype) -> None:
+def test_huge_lam_is_caught_before_anything_is_written(dtype, path) -> None:
     """lam = 1e308: a finite lam whose direction overflows (issue 11)."""
     main, aux, ema = _lists(3, dtype=dtype, scale=10.0, seed=10)
     before = [t.clone() for t in ema]
@@ -273,7 +283,7 @@ def test_bfloat16_gradients_with_float32_ema() -> None:
     assert _err(ema, want_e) <= 1e-6 * norm(want_e)
 
 
-def test_reduce_sees_the_float64_gram_once() -> None:
+def test_reduce_sees_the_float64_gram_once(path) -> None:
     main, aux, ema = _lists(3, seed=14)
     calls = []
 
@@ -340,3 +350,8 @@ def test_without_norms_pass_one_reads_only_the_lists_the_formula_needs(path, mon
     result = step.apply()
     assert "leak" not in result.info and result.sq_norms is None
     assert float(result.info["coef"][0, 0, 0]) == pytest.approx(float(coef), rel=1e-6)
+
+
+def test_path_fixture_selects_the_path(path) -> None:
+    grads = _lists(2, dtype=torch.float32)
+    assert SurgeryStep(MixedFormula(), grads, [], hyper={"lam": 1.0}).native == (path == "kernel")
