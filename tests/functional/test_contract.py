@@ -248,7 +248,7 @@ def test_a_huge_coefficient_on_a_tiny_vector_is_not_trusted() -> None:
 
 @pytest.mark.parametrize("scale", [1e-20, 1e-22, 1e-30, 1e-36])
 @pytest.mark.parametrize("foreach", [True, False])
-def test_tiny_float32_gradients_keep_an_exact_projection(scale, foreach, torch_ops) -> None:
+def test_tiny_float32_gradients_keep_an_exact_projection(scale, foreach, path) -> None:
     """Squares below float32's range: the torch-op path's float64 Gram keeps the projection
     exact (issue 11; its float32 inner products before left cos residuals of ~1e-2 at 1e-22
     and skipped the projection at 1e-30)."""
@@ -263,7 +263,7 @@ def test_tiny_float32_gradients_keep_an_exact_projection(scale, foreach, torch_o
     assert cos <= 1e-5, f"scale {scale}: cos(aux part, e) = {cos:.2e}"
 
 
-def test_zero_ema_at_tiny_scale_is_where_the_skip_starts(torch_ops) -> None:
+def test_zero_ema_at_tiny_scale_is_where_the_skip_starts(path) -> None:
     main = random_list([(8,)], seed=1, scale=1e-30, dtype=torch.float32)
     aux = random_list([(8,)], seed=2, scale=1e-30, dtype=torch.float32)
     result = bloop_direction(main, aux, [torch.zeros(8)], lam=1.0)
@@ -355,3 +355,21 @@ def test_without_norms_pass_one_reads_only_the_lists_the_formula_needs(path, mon
 def test_path_fixture_selects_the_path(path) -> None:
     grads = _lists(2, dtype=torch.float32)
     assert SurgeryStep(MixedFormula(), grads, [], hyper={"lam": 1.0}).native == (path == "kernel")
+
+
+def test_kernel_pass_one_falls_back_to_float64_out_of_float32_range(monkeypatch) -> None:
+    """The kernel sums float32 products in float32 lanes: tiny or overflowing squares send
+    pass 1 to the float64 torch-op Gram (normal ranges stay on the kernel)."""
+    if not contract._native_usable([[torch.zeros(2)]], 1, 1):
+        pytest.skip("C kernel not available")
+    calls = []
+    real = contract._gram.gram
+    monkeypatch.setattr(contract._gram, "gram", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    for scale, expected in [(1.0, 0), (1e10, 0), (1e-22, 1), (1e20, 1)]:
+        calls.clear()
+        grads, emas = _lists(2, dtype=torch.float32, scale=scale), _lists(1, dtype=torch.float32)
+        emas = [[e * scale for e in emas[0]]]
+        step = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": 1.0, "rho": 0.1})
+        assert step.native
+        assert torch.isfinite(step.gram()).all()
+        assert len(calls) == expected, f"scale {scale}"

@@ -243,13 +243,17 @@ class SurgeryStep:
             used = sorted({i for pair in self._pairs for i in pair})
             slot = {v: u for u, v in enumerate(used)}
             lists = [self.vectors[i] for i in used]
-            if not self._pairs:
-                g = torch.zeros((self.n_gram, n, n), dtype=torch.float64, device=self._device())
-            elif self.native:
+            packed = None
+            if self.native and self._pairs:
                 local_pairs = [(slot[i], slot[j]) for i, j in self._pairs]
                 packed = _native.gram(
                     lists, local_pairs, block_of=self.gram_of, n_blocks=self.n_gram
                 )
+                if not _kernel_range_ok(packed, local_pairs, lists):
+                    packed = None  # float32 products out of range: the float64 torch-op pass
+            if not self._pairs:
+                g = torch.zeros((self.n_gram, n, n), dtype=torch.float64, device=self._device())
+            elif packed is not None:
                 ii = _on(packed.device, [i * n + j for i, j in self._pairs], torch.long)
                 jj = _on(packed.device, [j * n + i for i, j in self._pairs], torch.long)
                 g = packed.new_zeros((self.n_gram, n * n))
@@ -466,6 +470,27 @@ def _native_usable(lists: Sequence[TensorList], n_in: int, n_out: int) -> bool:
     if n_in > _native.MAX_INPUTS or n_out > _native.MAX_OUTPUTS:
         return False
     return _native.usable(lists)
+
+
+KERNEL_TINY = 1e-30
+"""On the kernel path, float32 products are summed in float32 lanes: a squared norm below
+``KERNEL_TINY`` times the number of elements, in any block (rms element below 1e-15, where
+squares near float32's underflow could carry a relative error above ~1e-8; exact zeros
+included), or a non-finite entry (a lane overflowed) sends pass 1 to the float64 torch-op Gram
+instead. Read on the host: the kernel path is CPU-only, so this is
+no device synchronisation."""
+
+
+def _kernel_range_ok(
+    packed: Tensor, pairs: Sequence[tuple[int, int]], lists: Sequence[TensorList]
+) -> bool:
+    if lists[0][0].dtype != torch.float32:
+        return True
+    if not bool(torch.isfinite(packed).all()):
+        return False
+    numel = sum(t.numel() for t in lists[0])
+    diag = [p for p, (i, j) in enumerate(pairs) if i == j]
+    return not diag or bool((packed[:, diag] >= KERNEL_TINY * max(numel, 1)).all())
 
 
 def _gram_blocks(blocks: GramBlocks, coef_of: list[int], n_tensors: int) -> tuple[list[int], int]:
