@@ -373,3 +373,18 @@ def test_kernel_pass_one_falls_back_to_float64_out_of_float32_range(monkeypatch)
         assert step.native
         assert torch.isfinite(step.gram()).all()
         assert len(calls) == expected, f"scale {scale}"
+
+
+def test_formulas_satisfy_the_protocol_and_accept_tensor_hyperparameters() -> None:
+    """0-dim tensor hyperparameters (what torch.compile and lam schedules pass) give the same
+    step as numbers."""
+    from torchbloop.functional import Formula
+
+    for formula in (BloopFormula(), MixedFormula(), PCGradFormula(), DynamicBarrierFormula()):
+        assert isinstance(formula, Formula)
+    grads, emas = _lists(2, seed=16), _lists(1, seed=17)
+    emas2 = _clone(emas)
+    a = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": 0.3, "rho": 0.2}).apply()
+    lam, rho = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)
+    b = SurgeryStep(BloopFormula(), grads, emas2, hyper={"lam": lam, "rho": rho}).apply()
+    assert _err(a.direction, b.direction) == 0.0 and _err(emas[0], emas2[0]) == 0.0

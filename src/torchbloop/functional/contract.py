@@ -69,7 +69,26 @@ class Formula(Protocol):
     ``K + 1 + j`` the state buffer ``s_j``. A formula may also define ``reads(k)`` (for each
     output, the vector indices it reads: row 0 the direction, row ``1 + j`` state ``j``, or
     ``None`` for a state buffer the step leaves unchanged; default: every output reads every
-    vector) and ``check(hyper, k)`` (validates hyperparameters given as numbers).
+    vector; it decides the write order on the torch-op path and which buffers are written),
+    ``check(hyper, k)`` (validates hyperparameters given as numbers, before anything runs) and
+    ``gram_hyper(k)`` (names of hyperparameters the coefficients apply to the Gram itself, which
+    must then be equal within each Gram block, e.g. Bloop's ``rho`` in "code" order).
+
+    Example: a stateless two-loss method, "add the aux gradient only where it agrees":
+
+        >>> import torch
+        >>> from torchbloop.functional import Coefficients, SurgeryStep
+        >>> class Agree:
+        ...     name = "agree"
+        ...     def num_state(self, k): return 0
+        ...     def pairs(self, k): return [(0, 1)]
+        ...     def coefficients(self, gram, k, hyper):
+        ...         on = (gram[:, 0, 1] > 0).to(gram.dtype)
+        ...         c = torch.stack([torch.ones_like(on), hyper["lam"] * on], dim=1)
+        ...         return Coefficients(c, gram.new_zeros(gram.shape[0], 0, 2), {})
+        >>> g = [[torch.tensor([1.0, 0.0])], [torch.tensor([1.0, 1.0])]]
+        >>> SurgeryStep(Agree(), g, [], hyper={"lam": 0.5}).apply().direction
+        [tensor([1.5000, 0.5000])]
     """
 
     name: str
