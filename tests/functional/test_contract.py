@@ -17,6 +17,7 @@ from torchbloop.functional import (
     bloop_direction,
     bloop_reference,
     bloop_update_reference,
+    contract,
     mixed_reference,
 )
 from torchbloop.functional.bloop import _orthonormalise
@@ -37,13 +38,29 @@ def _err(a, b) -> float:
     return float((flat(a) - flat(b)).norm())
 
 
+@pytest.fixture
+def torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forces the torch-op path (the C kernel's eligibility check says no)."""
+    monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
+
+
+@pytest.fixture(params=["kernel", "torch-ops"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on both paths (the kernel one where the C kernel is built)."""
+    if request.param == "torch-ops":
+        monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
+    elif not contract._native_usable([[torch.zeros(2)]], 1, 1):
+        pytest.skip("C kernel not available")
+    return str(request.param)
+
+
 # --------------------------------------------------------------------------- blocks
 
 
 @pytest.mark.parametrize("order", ["paper", "code"])
 @pytest.mark.parametrize("blocks", ["tensor", "group", [1, 0, 1, 0, 0]])
 @pytest.mark.parametrize("k", [1, 2])
-def test_block_gram_equals_reference(order, blocks, k) -> None:
+def test_block_gram_equals_reference(order, blocks, k, path) -> None:
     grads, emas = _lists(k + 1, seed=1), _lists(k, seed=2)
     ids = list(range(5)) if blocks == "tensor" else GROUPS if blocks == "group" else blocks
     lam, rho = [0.8, 3.0][:k], [0.3, 0.6][:k]
@@ -65,7 +82,7 @@ def test_block_gram_equals_reference(order, blocks, k) -> None:
 
 
 @pytest.mark.parametrize("blocks", [None, "group", "tensor"])
-def test_per_group_lam_and_rho_equal_reference(blocks) -> None:
+def test_per_group_lam_and_rho_equal_reference(blocks, path) -> None:
     grads, emas = _lists(3, seed=3), _lists(2, seed=4)
     lam = [[0.5, 1.0], [0.0, 0.0], [2.0, 0.1]]  # group 1 excluded (lam = 0)
     rho = [0.1, 0.5, 1.0]
@@ -116,7 +133,7 @@ def test_code_order_needs_one_rho_per_gram_block() -> None:
     )
 
 
-def test_mixed_per_group_lam() -> None:
+def test_mixed_per_group_lam(path) -> None:
     grads = _lists(3, seed=5)
     lam = [[1.0, 2.0], [0.0, 0.5], [3.0, 0.0]]
     d = SurgeryStep(MixedFormula(), grads, [], hyper={"lam": lam}, coef_blocks=GROUPS).apply()
@@ -144,7 +161,7 @@ def test_bad_blocks_are_rejected() -> None:
 @pytest.mark.parametrize("foreach", [True, False])
 @pytest.mark.parametrize("out", ["none", "main", "aux", "fresh"])
 @pytest.mark.parametrize("order", ["paper", "code"])
-def test_out_may_alias_any_gradient(order, out, foreach) -> None:
+def test_out_may_alias_any_gradient(order, out, foreach, path) -> None:
     """out = g_0 makes a cycle with the EMA update (each overwrites what the other reads)."""
     main, aux, ema = _lists(3, dtype=torch.float32, seed=6)
     want_d, want_e = bloop_update_reference(main, aux, ema, lam=0.6, rho=0.2, ema_order=order)
@@ -169,7 +186,7 @@ def test_out_may_alias_any_gradient(order, out, foreach) -> None:
         assert all(torch.equal(x, y) for x, y in zip(a, aux))
 
 
-def test_same_list_under_two_indices() -> None:
+def test_same_list_under_two_indices(path) -> None:
     """The full-batch rule passes g_main as the EMA; out = g_main aliases two inputs."""
     main, aux = _lists(2, seed=7)
     want = bloop_direction([t.clone() for t in main], aux, main, lam=2.0).direction
@@ -181,7 +198,7 @@ def test_same_list_under_two_indices() -> None:
 # --------------------------------------------------------------------------- finiteness
 
 
-def test_finite_steps_are_known_finite_without_a_pass() -> None:
+def test_finite_steps_are_known_finite_without_a_pass(path) -> None:
     grads, emas = _lists(3, dtype=torch.float32, seed=8), _lists(2, dtype=torch.float32, seed=9)
     step = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": [1.0, 1e3], "rho": 0.1})
     assert bool(step.surely_finite())
@@ -189,7 +206,7 @@ def test_finite_steps_are_known_finite_without_a_pass() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_huge_lam_is_caught_before_anything_is_written(dtype) -> None:
+def test_huge_lam_is_caught_before_anything_is_written(dtype, path) -> None:
     """lam = 1e308: a finite lam whose direction overflows (issue 11)."""
     main, aux, ema = _lists(3, dtype=dtype, scale=10.0, seed=10)
     before = [t.clone() for t in ema]
@@ -231,9 +248,10 @@ def test_a_huge_coefficient_on_a_tiny_vector_is_not_trusted() -> None:
 
 @pytest.mark.parametrize("scale", [1e-20, 1e-22, 1e-30, 1e-36])
 @pytest.mark.parametrize("foreach", [True, False])
-def test_tiny_float32_gradients_keep_an_exact_projection(scale, foreach) -> None:
-    """Squares below float32's range: the float64 Gram keeps the projection exact (issue 11;
-    the float32 inner products of the first version left cos residuals of ~1e-1 at 1e-22)."""
+def test_tiny_float32_gradients_keep_an_exact_projection(scale, foreach, path) -> None:
+    """Squares below float32's range: the torch-op path's float64 Gram keeps the projection
+    exact (issue 11; its float32 inner products before left cos residuals of ~1e-2 at 1e-22
+    and skipped the projection at 1e-30)."""
     main = random_list([(50,), (3, 3)], seed=1, scale=scale, dtype=torch.float32)
     aux = random_list([(50,), (3, 3)], seed=2, scale=scale, dtype=torch.float32)
     ema = random_list([(50,), (3, 3)], seed=3, scale=scale, dtype=torch.float32)
@@ -245,7 +263,7 @@ def test_tiny_float32_gradients_keep_an_exact_projection(scale, foreach) -> None
     assert cos <= 1e-5, f"scale {scale}: cos(aux part, e) = {cos:.2e}"
 
 
-def test_zero_ema_at_tiny_scale_is_where_the_skip_starts() -> None:
+def test_zero_ema_at_tiny_scale_is_where_the_skip_starts(path) -> None:
     main = random_list([(8,)], seed=1, scale=1e-30, dtype=torch.float32)
     aux = random_list([(8,)], seed=2, scale=1e-30, dtype=torch.float32)
     result = bloop_direction(main, aux, [torch.zeros(8)], lam=1.0)
@@ -265,7 +283,7 @@ def test_bfloat16_gradients_with_float32_ema() -> None:
     assert _err(ema, want_e) <= 1e-6 * norm(want_e)
 
 
-def test_reduce_sees_the_float64_gram_once() -> None:
+def test_reduce_sees_the_float64_gram_once(path) -> None:
     main, aux, ema = _lists(3, seed=14)
     calls = []
 
@@ -312,3 +330,61 @@ def test_out_on_an_updated_state_and_a_second_apply_are_rejected() -> None:
     step.apply()
     with pytest.raises(RuntimeError, match="already"):
         step.apply()
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch-ops"])
+def test_without_norms_pass_one_reads_only_the_lists_the_formula_needs(path, monkeypatch) -> None:
+    """Paper order, no leak, no norms: pass 1 needs only <g_1, e> and <e, e>; a NaN in g_0
+    does not reach the coefficients (only the direction, which adds g_0)."""
+    if path == "torch-ops":
+        monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
+    main, aux, ema = _lists(3, dtype=torch.float32, seed=15)
+    coef = bloop_direction(main, aux, ema, lam=0.5).coef
+    main[0][0, 0] = math.nan
+    step = SurgeryStep(
+        BloopFormula(leak=False), [main, aux], [ema], hyper={"lam": 0.5, "rho": 0.1}, norms=False
+    )
+    assert torch.isfinite(step.gram()).all()
+    with pytest.raises(RuntimeError, match="norms"):
+        step.surely_finite()
+    result = step.apply()
+    assert "leak" not in result.info and result.sq_norms is None
+    assert float(result.info["coef"][0, 0, 0]) == pytest.approx(float(coef), rel=1e-6)
+
+
+def test_path_fixture_selects_the_path(path) -> None:
+    grads = _lists(2, dtype=torch.float32)
+    assert SurgeryStep(MixedFormula(), grads, [], hyper={"lam": 1.0}).native == (path == "kernel")
+
+
+def test_kernel_pass_one_falls_back_to_float64_out_of_float32_range(monkeypatch) -> None:
+    """The kernel sums float32 products in float32 lanes: tiny or overflowing squares send
+    pass 1 to the float64 torch-op Gram (normal ranges stay on the kernel)."""
+    if not contract._native_usable([[torch.zeros(2)]], 1, 1):
+        pytest.skip("C kernel not available")
+    calls = []
+    real = contract._gram.gram
+    monkeypatch.setattr(contract._gram, "gram", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    for scale, expected in [(1.0, 0), (1e10, 0), (1e-22, 1), (1e20, 1)]:
+        calls.clear()
+        grads, emas = _lists(2, dtype=torch.float32, scale=scale), _lists(1, dtype=torch.float32)
+        emas = [[e * scale for e in emas[0]]]
+        step = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": 1.0, "rho": 0.1})
+        assert step.native
+        assert torch.isfinite(step.gram()).all()
+        assert len(calls) == expected, f"scale {scale}"
+
+
+def test_formulas_satisfy_the_protocol_and_accept_tensor_hyperparameters() -> None:
+    """0-dim tensor hyperparameters (what torch.compile and lam schedules pass) give the same
+    step as numbers."""
+    from torchbloop.functional import Formula
+
+    for formula in (BloopFormula(), MixedFormula(), PCGradFormula(), DynamicBarrierFormula()):
+        assert isinstance(formula, Formula)
+    grads, emas = _lists(2, seed=16), _lists(1, seed=17)
+    emas2 = _clone(emas)
+    a = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": 0.3, "rho": 0.2}).apply()
+    lam, rho = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)
+    b = SurgeryStep(BloopFormula(), grads, emas2, hyper={"lam": lam, "rho": rho}).apply()
+    assert _err(a.direction, b.direction) == 0.0 and _err(emas[0], emas2[0]) == 0.0

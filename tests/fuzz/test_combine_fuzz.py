@@ -29,8 +29,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-_XFAIL = pytest.mark.xfail(strict=True, reason="fixed on the surgeons branch")
-
 
 def _grads(params: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
@@ -138,8 +136,7 @@ def _odd_cases() -> list[Any]:
     cases = []
     for name in NAMES:
         for kind in ODD_ENTRIES:
-            marks = [_XFAIL] if kind != "non_contiguous" else []
-            cases.append(pytest.param(name, kind, marks=marks, id=f"{name}-{kind}"))
+            cases.append(pytest.param(name, kind, id=f"{name}-{kind}"))
     return cases
 
 

@@ -24,7 +24,7 @@ from torchbloop import NonFiniteGradientError
 FUZZ = settings(
     max_examples=12,
     deadline=None,
-    derandomize=True,  # the same examples every run: a strict xfail below stays meaningful
+    derandomize=True,  # the same examples every run
     database=None,
     phases=(Phase.explicit, Phase.generate),  # no shrinking: the domains are small already
     report_multiple_bugs=False,
@@ -33,7 +33,6 @@ FUZZ = settings(
 
 Path = tuple[Any, ...]
 
-_XFAIL = pytest.mark.xfail(strict=True, reason="fixed on the surgeons branch")
 
 WRONG_VALUES = [
     "x",
@@ -155,18 +154,10 @@ def _corruptions(kind: str, sd: Any, section: str) -> list[tuple[str, Any]]:
 
 KINDS = ("wrong_type", "bad_number", "missing_key")
 
-KNOWN_FAILURES: set[tuple[str, str, str]] = {
-    *(
-        ("wrong_type", name, section)
-        for name in NAMES
-        for section in ("step", "skipped_steps", "param_groups")
-    ),
-    *(("bad_number", name, section) for name in NAMES for section in ("step", "skipped_steps")),
-    *(("missing_key", name, "param_groups") for name in NAMES),
-}
-"""``(kind, surgeon, section)`` cases that fail on ``main`` (fixed on the surgeons branch): a bad
-``step``/``skipped_steps`` is converted only after the hyperparameters changed (or loads as a
-negative or truncated count), and malformed ``param_groups`` raise ``KeyError``/``IndexError``."""
+# On ``main``, 42 of these cases failed (fixed on the surgeons branch, where they were marked
+# xfail(strict=True) until the merge): a bad ``step``/``skipped_steps`` was converted only after
+# the hyperparameters changed (or loaded as a negative or truncated count), and malformed
+# ``param_groups`` raised ``KeyError``/``IndexError``.
 
 
 def _cases() -> list[Any]:
@@ -177,12 +168,7 @@ def _cases() -> list[Any]:
             sd = _valid(name, stepped=True)
             for section in sd:
                 if _corruptions(kind, sd, section):
-                    marks = [_XFAIL] if (kind, name, section) in KNOWN_FAILURES else []
-                    out.append(
-                        pytest.param(
-                            kind, name, section, marks=marks, id=f"{kind}-{name}-{section}"
-                        )
-                    )
+                    out.append(pytest.param(kind, name, section, id=f"{kind}-{name}-{section}"))
     return out
 
 
@@ -262,9 +248,7 @@ def test_not_a_dict() -> None:
 BAD_STEPS = [float("nan"), float("inf"), -1, 2.5, "3", None, True]
 
 
-@pytest.mark.parametrize(
-    "step", [pytest.param(s, marks=_XFAIL) for s in BAD_STEPS], ids=[repr(s) for s in BAD_STEPS]
-)
+@pytest.mark.parametrize("step", BAD_STEPS, ids=[repr(s) for s in BAD_STEPS])
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_step_with_new_hyperparameters_changes_nothing(name: str, step: Any) -> None:
     """A valid state dict with other hyperparameters and a bad ``step``: lam/rho stay as they were."""

@@ -8,9 +8,9 @@ model without checkpointing: the direction written to ``.grad`` at every step, t
 and the EMA agree to float64 rounding. Also for a Hugging Face GPT-2 with
 ``gradient_checkpointing_enable()`` and under DDP (gloo, world size 2).
 
-On ``main`` the surgeons take the gradients with ``torch.autograd.grad``, which the reentrant
-mode does not support: those cases are marked ``xfail(strict=True)`` until the surgeons capture
-gradients through ``Tensor.backward``.
+On ``main`` the surgeons took the gradients with ``torch.autograd.grad``, which the reentrant
+mode does not support (wrong gradients, no error): the reentrant cases failed there. The
+surgeons now capture gradients through ``Tensor.backward``.
 """
 
 from __future__ import annotations
@@ -29,16 +29,15 @@ if _DISTRIBUTED not in sys.path:  # the workers and the launcher (spawned ranks 
 from _checkpointing_workers import MODES, STEPS, SURGEONS, train, train_all_ddp  # noqa: E402
 from _launch import run_ranks  # noqa: E402
 
-REENTRANT_XFAIL = pytest.mark.xfail(strict=True, reason="fixed on the surgeons branch")
 TOL = {"rtol": 1e-12, "atol": 1e-14}
 
 
 def _mode_params(extra: tuple[Any, ...] = ()) -> list[Any]:
-    """``(surgeon, mode, *extra)`` for every surgeon and mode, the reentrant ones marked xfail."""
+    """``(surgeon, mode, *extra)`` for every surgeon and mode."""
     out = []
     for name in SURGEONS:
         for mode in MODES:
-            marks = [REENTRANT_XFAIL] if mode == "reentrant" else []
+            marks: list[Any] = []
             out.append(pytest.param(name, mode, *extra, marks=marks, id=f"{name}-{mode}"))
     return out
 

@@ -17,9 +17,11 @@ import pytest
 import torch
 from torch import nn
 
-from torchbloop import Bloop, DynamicBarrier, Mixed, NonFiniteGradientError, PCGrad
+from torchbloop import Bloop, Mixed, NonFiniteGradientError
+from torchbloop.methods import METHODS
 
-CLASSES = {"Bloop": Bloop, "Mixed": Mixed, "PCGrad": PCGrad, "DynamicBarrier": DynamicBarrier}
+CLASSES = {info.factory.__name__: info.factory for info in METHODS.values()}
+"""Every method of the table, by the name its state dicts carry (its class name)."""
 
 
 @dataclass

@@ -24,7 +24,8 @@ Info scalars (no host sync; first dimension the block): ``"coef"`` ``[K, K]``, t
 of the EMA ``b_j`` (``e_j``, or the updated one in code order) in :math:`P_k g_k = g_k - \sum_j
 \mathrm{coef}_{k-1,j} b_j`; ``"skipped"`` ``[K]``, EMA j added no direction; ``"leak"`` ``[K]``,
 :math:`\lambda_k \langle P_k g_k, g_0\rangle / \|g_0\|^2` (0: the main loss descends as without
-the aux loss, -1: the aux loss cancels its descent; 0 when ``g_0 = 0``).
+the aux loss, -1: the aux loss cancels its descent; 0 when ``g_0 = 0``; only with
+``leak=True``, the default).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class BloopFormula:
     Args:
         ema_order: ``"paper"`` or ``"code"`` (see the module docstring).
         update_ema: False leaves the EMAs unchanged (a projection-only step).
+        leak: compute the ``"leak"`` diagnostic (it needs ``<g_k, g_0>`` and ``<e_j, g_0>``:
+            in "paper" order pass 1 then also reads ``g_0``).
         rank_rtol: the rank test's relative tolerance on the residual norm.
 
     Example:
@@ -76,12 +79,14 @@ class BloopFormula:
         ema_order: EmaOrder = "paper",
         *,
         update_ema: bool = True,
+        leak: bool = True,
         rank_rtol: float = RANK_RTOL,
     ) -> None:
         if ema_order not in ("paper", "code"):
             raise ValueError(f"Invalid ema_order={ema_order!r}: must be 'paper' or 'code'")
         self.ema_order: EmaOrder = ema_order
         self.update_ema = bool(update_ema)
+        self.leak = bool(leak)
         self.rank_rtol = float(rank_rtol)
 
     def num_state(self, k: int) -> int:
@@ -92,8 +97,9 @@ class BloopFormula:
             return [(i, j) for i in range(2 * k + 1) for j in range(i, 2 * k + 1)]
         emas = range(k + 1, 2 * k + 1)
         out = [(i, j) for i in emas for j in emas if i <= j]
-        out += [(g, e) for g in range(k + 1) for e in emas]
-        out += [(0, g) for g in range(k + 1)]
+        out += [(g, e) for g in range(1, k + 1) for e in emas]
+        if self.leak:
+            out += [(0, e) for e in emas] + [(0, g) for g in range(k + 1)]
         return out
 
     def reads(self, k: int) -> list[Sequence[int] | None]:
@@ -131,11 +137,15 @@ class BloopFormula:
         t = (cross[:, 1:, :] @ r.transpose(1, 2)) * _lower(k, gram.dtype, gram.device)
         beta = t @ r  # P_k g_k = g_k - sum_l beta[k-1, l] b_l
         direction = first + lam @ level - ((lam[:, None, :] @ beta) @ mix)[:, 0, :]
-        g00 = gram[:, 0, 0]
-        valid = torch.isfinite(g00) & (g00 > 0)
-        along = safe[:, 1 : k + 1, 0] - (beta @ cross[:, 0, :, None])[..., 0]  # <P_k g_k, g_0>
-        leak = torch.where(valid[:, None], lam * along / torch.where(valid, g00, 1.0)[:, None], 0.0)
-        return Coefficients(direction, state, {"coef": beta, "skipped": skipped, "leak": leak})
+        info = {"coef": beta, "skipped": skipped}
+        if self.leak:
+            g00 = gram[:, 0, 0]
+            valid = torch.isfinite(g00) & (g00 > 0)
+            along = safe[:, 1 : k + 1, 0] - (beta @ cross[:, 0, :, None])[..., 0]  # <P g_k, g_0>
+            info["leak"] = torch.where(
+                valid[:, None], lam * along / torch.where(valid, g00, 1.0)[:, None], 0.0
+            )
+        return Coefficients(direction, state, info)
 
 
 _CONSTANTS: dict[tuple[object, ...], tuple[Tensor, ...]] = {}

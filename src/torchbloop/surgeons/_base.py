@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -364,7 +365,9 @@ class Surgeon(ABC):
             )
         self._sharded()
         targets = None if out is None else check_grad_list("out", out, self._params)
-        grads = [[None if g is None else g.detach() for g in gs] for gs in grads]
+        # Detached (a graph must not reach the state); strided views made dense so that the
+        # step takes the same (fused) path, and so the same rounding, as for plain tensors.
+        grads = [[None if g is None else _plain_tensor(g.detach()) for g in gs] for gs in grads]
         result = self._surgery(grads, None, owned=False, out=targets)
         return [None] * len(self._params) if result is None else result
 
@@ -638,6 +641,18 @@ def surgeon_for(formula: Formula, name: str, *, max_aux: int | None = 1) -> type
             "__module__": __name__,
         },
     )
+
+
+def _plain_tensor(g: Tensor) -> Tensor:
+    """``g``, or a contiguous copy when it is a strided view (never for dense layouts such as
+    channels_last, which keep their format)."""
+    if g.is_contiguous():
+        return g
+    if g.dim() == 4 and g.is_contiguous(memory_format=torch.channels_last):
+        return g
+    if g.dim() == 5 and g.is_contiguous(memory_format=torch.channels_last_3d):
+        return g
+    return g.contiguous()
 
 
 def _plain(value: Any) -> Any:

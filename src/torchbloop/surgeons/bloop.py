@@ -74,8 +74,10 @@ class Bloop(Surgeon):
 
     Args:
         params: what a ``torch.optim`` optimizer takes (tensors or parameter-group dicts).
-        lam: :math:`\lambda \ge 0`, the weight of the projected auxiliary gradient.
-        rho: :math:`\rho \in (0, 1]`, the EMA's weight of the new main gradient (paper: 0.01).
+        lam: :math:`\lambda \ge 0`, the weight of the projected auxiliary gradient (or a list
+            of K weights for K auxiliary losses in priority order).
+        rho: :math:`\rho \in (0, 1]`, the EMA's weight of the new main gradient (paper: 0.01);
+            with K levels one value for every EMA or a list of K.
         ema_order: ``"paper"`` (default; Algorithm 1): project on the EMA of the PREVIOUS steps,
             then update it with the current gradient. ``"code"`` (the authors' code): update the
             EMA with the current gradient first, then project on it; with ``rho=1`` this
@@ -88,6 +90,8 @@ class Bloop(Surgeon):
         nonfinite: ``"raise"`` (default) on an inf/NaN loss or gradient, or ``"skip"`` the step
             (``.grad`` and the EMA untouched, ``skipped_steps`` incremented). Either costs one
             host synchronisation per step.
+        granularity: ``"global"`` (default, the paper's), ``"group"`` or ``"tensor"``: the
+            blocks over which inner products are taken.
         process_group: ``"auto"`` (default): average the gradients over the default process
             group when one is initialised with several ranks (DDP works unchanged); a group:
             average over it; ``None``: never average. Sharded (FSDP2/DTensor) parameters keep
@@ -95,7 +99,20 @@ class Bloop(Surgeon):
 
     The EMA is created lazily from the first main gradient, so the first step projects on it.
     When ``||e||^2`` is zero or not finite the projection is skipped for that step (reported in
-    the diagnostics); there is no epsilon.
+    the diagnostics); there is no epsilon. Every ``backward``/``combine`` call is one EMA step:
+    with ``torch.optim.LBFGS``, whose closure runs several times per optimizer step, the EMA
+    advances once per closure call (call the surgeon outside the closure, or accept a faster
+    EMA).
+
+    Several auxiliary losses (method.md section 7): ``lam`` a list of K weights, highest
+    priority first, and ``aux`` a list of K losses; one EMA per level above the last (``rho``
+    one value for all or one per EMA), and level k is projected off the span of the EMAs
+    ``e_0..e_{k-1}`` (Gram-Schmidt with a scale-free rank test). K = 1 is the paper's Bloop.
+
+    Parameter groups may carry their own ``lam`` and ``rho``; ``granularity="group"`` or
+    ``"tensor"`` computes the inner products (and so the projection) per group or per tensor
+    instead of over all parameters; a group whose own ``lam`` is 0 sits out of the surgery
+    (its direction is its main gradient; its EMA is not kept up to date).
 
     Differences from the authors' code: ``rho`` is the weight of the new gradient (their
     ``ema`` argument too, default 0.1 there, 0.01 here as in the paper); the default order is
