@@ -4,8 +4,8 @@ Each example corrupts one entry (or the whole list) of the main or auxiliary gra
 ``surgeon.combine`` of a surgeon that has state. Bad inputs (wrong length, shape, dtype, device,
 type; sparse) must raise ``TypeError``/``ValueError`` with NOTHING changed. Inputs that are fine
 but unusual (non-contiguous, gradients that require grad or carry a graph) must either raise the
-same way or give exactly the direction of the plain inputs, leave the inputs untouched, and put
-no autograd graph into the direction or the state.
+same way or give the direction of the plain inputs (to float64 rounding: they may take another
+code path), leave the inputs untouched, and put no autograd graph into the direction or the state.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ FUZZ = settings(
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+SAME = {"rtol": 1e-12, "atol": 1e-14}
+"""float64 rounding: an odd input may take another (equally exact) code path than a plain one."""
 
 
 def _grads(params: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
@@ -169,7 +172,7 @@ def test_odd_but_valid_entry_gives_the_plain_answer(
     for d, e in zip(directions, expected):
         assert d is not None and e is not None
         assert not d.requires_grad and d.grad_fn is None, "the direction carries a graph"
-        torch.testing.assert_close(d, e, rtol=0, atol=0)
+        torch.testing.assert_close(d, e, **SAME)
     for t in getattr(surgeon, "ema", None) or []:
         assert not t.requires_grad and t.grad_fn is None, "the state carries a graph"
     for g, b in zip((*odd_main, *odd_aux), inputs_before):
@@ -177,4 +180,4 @@ def test_odd_but_valid_entry_gives_the_plain_answer(
     assert surgeon.step_count == twin.step_count
     if getattr(surgeon, "ema", None) is not None:
         for a, b in zip(surgeon.ema, twin.ema):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            torch.testing.assert_close(a, b, **SAME)

@@ -4,7 +4,14 @@ Each example starts from a surgeon's OWN valid state dict (fresh or after two st
 tests follow the format wherever it goes), corrupts it in one way, and feeds it to
 ``load_state_dict`` of a surgeon that has state of its own. The load must either succeed and
 leave a working surgeon, or raise ``TypeError``/``ValueError`` with NOTHING changed: state dict,
-hyperparameters, state tensors (not even swapped for equal ones) and ``.grad``.
+hyperparameters, state tensors (not even swapped for equal ones) and ``.grad``. "Working" means:
+non-negative integer step counts, a state dict that loads into a fresh surgeon, and one more
+``backward`` that runs.
+
+Wrong types, bad numbers and missing keys are finite sets: every node of every top-level section
+is tried with every bad value (one test per kind, surgeon and section, so that a known failure is
+marked precisely). Wrong state tensors (shapes, dtypes) and extra keys are drawn by hypothesis
+(bounded, derandomised examples).
 """
 
 from __future__ import annotations
