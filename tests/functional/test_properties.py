@@ -166,14 +166,25 @@ def test_zero_ema_skips_projection_and_gives_mixed(dtype, scale):
     assert_close(result.direction, mixed_formula(main, aux, ema, 0.7), atol=atol, what="zero EMA")
 
 
-def test_overflowing_ema_norm_skips_projection():
-    """Finite float32 EMA entries of 1e25 give ||e||^2 = inf: skipped, direction = Mixed."""
+def test_float32_ema_whose_square_overflows_float32_is_projected_exactly():
+    """float32 EMA entries of 1e25: ||e||^2 = 2e50 overflows float32 but not the float64 Gram,
+    so the projection is exact (it was skipped before the Gram moved to float64)."""
     main = [torch.tensor([1.0, -2.0]), torch.tensor(0.5)]
     aux = [torch.tensor([3.0, 1.0]), torch.tensor(-1.0)]
     ema = [torch.tensor([1e25, 1e25]), torch.tensor(0.0)]
     result = bloop_direction(main, aux, ema, lam=2.0)
+    assert not bool(result.skipped)
+    assert_close(result.direction, bloop_formula(main, aux, ema, 2.0), atol=1e-5, what="1e25")
+
+
+def test_overflowing_ema_norm_skips_projection():
+    """Finite float64 EMA entries of 1e160 give ||e||^2 = inf: skipped, direction = Mixed."""
+    main = [torch.tensor([1.0, -2.0], dtype=torch.float64), torch.tensor(0.5).double()]
+    aux = [torch.tensor([3.0, 1.0], dtype=torch.float64), torch.tensor(-1.0).double()]
+    ema = [torch.tensor([1e160, 1e160], dtype=torch.float64), torch.tensor(0.0).double()]
+    result = bloop_direction(main, aux, ema, lam=2.0)
     assert bool(result.skipped)
-    assert_close(result.direction, mixed_formula(main, aux, ema, 2.0), atol=1e-6, what="overflow")
+    assert_close(result.direction, mixed_formula(main, aux, ema, 2.0), atol=1e-12, what="overflow")
 
 
 @pytest.mark.xfail(

@@ -1,34 +1,60 @@
-"""The functional core: update directions on lists of tensors.
+"""The functional core: every method is inner products, a few coefficients, one pass.
 
-Each method has a fast path (multi-tensor kernels, no host synchronisation, no flattening
-copy) and a ``..._reference`` twin (one float64 vector, the formula as written) that the tests
-hold it equal to. On CPU, :func:`bloop_update_` runs a fused C kernel compiled on first use
-(:func:`cpu_kernel_status`, :func:`use_cpu_kernel`). The stateful surgeons in :mod:`torchbloop.surgeons` call these functions.
+:mod:`.contract` holds the contract (:class:`Formula`, :class:`SurgeryStep`); each method has a
+formula file (:mod:`.bloop`, :mod:`.mixed`, :mod:`.pcgrad`, :mod:`.dynamic_barrier`) with its
+``..._reference`` twin (one float64 vector, the formula as written) that the tests hold the fast
+paths equal to. On plain CPU float32/float64 lists both passes run in a fused C kernel compiled
+on first use (:func:`cpu_kernel_status`, :func:`use_cpu_kernel`); elsewhere on torch ops. The
+first API's functions (:func:`bloop_direction`, :func:`bloop_update_`, ...) are thin wrappers.
+The stateful surgeons in :mod:`torchbloop.surgeons` build on these.
 """
 
-from ._combination import add_scaled_, axpby
-from ._fused import bloop_update_, bloop_update_composed_, bloop_update_reference
+from ._fused import (
+    BloopDirection,
+    bloop_direction,
+    bloop_direction_reference,
+    bloop_update_,
+    bloop_update_composed_,
+    bloop_update_reference,
+)
 from ._native import available as cpu_kernel_available
 from ._native import status as cpu_kernel_status
 from ._native import use_cpu_kernel
 from ._reductions import accumulation_dtype, global_dots, global_dots_reference
 from ._types import Reducer, TensorList
-from .bloop import BloopDirection, bloop_direction, bloop_direction_reference
-from .dynamic_barrier import dynamic_barrier_direction, dynamic_barrier_direction_reference
+from .bloop import RANK_RTOL, BloopFormula, BloopReference, EmaOrder, bloop_reference
+from .contract import Coefficients, Formula, GramBlocks, Hyper, StepResult, SurgeryStep
+from .dynamic_barrier import (
+    DynamicBarrierFormula,
+    dynamic_barrier_direction,
+    dynamic_barrier_direction_reference,
+)
 from .ema import ema_update_, ema_update_reference
-from .mixed import mixed_direction, mixed_direction_reference
-from .pcgrad import pcgrad_direction, pcgrad_direction_reference
+from .mixed import MixedFormula, mixed_direction, mixed_direction_reference, mixed_reference
+from .pcgrad import PCGradFormula, pcgrad_direction, pcgrad_direction_reference
 from .projection import projection_coefficient
 
 __all__ = [
+    "RANK_RTOL",
     "BloopDirection",
+    "BloopFormula",
+    "BloopReference",
+    "Coefficients",
+    "DynamicBarrierFormula",
+    "EmaOrder",
+    "Formula",
+    "GramBlocks",
+    "Hyper",
+    "MixedFormula",
+    "PCGradFormula",
     "Reducer",
+    "StepResult",
+    "SurgeryStep",
     "TensorList",
     "accumulation_dtype",
-    "add_scaled_",
-    "axpby",
     "bloop_direction",
     "bloop_direction_reference",
+    "bloop_reference",
     "bloop_update_",
     "bloop_update_composed_",
     "bloop_update_reference",
@@ -42,6 +68,7 @@ __all__ = [
     "global_dots_reference",
     "mixed_direction",
     "mixed_direction_reference",
+    "mixed_reference",
     "pcgrad_direction",
     "pcgrad_direction_reference",
     "projection_coefficient",

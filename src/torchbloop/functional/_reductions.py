@@ -1,4 +1,4 @@
-"""Global inner products over lists of tensors, accumulated in at least float32."""
+"""Global inner products over lists of tensors, accumulated in float64."""
 
 from __future__ import annotations
 
@@ -7,32 +7,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import _blocked
+from . import _gram
 from ._types import Reducer, TensorList
 
 
 def accumulation_dtype(*lists: TensorList) -> torch.dtype:
-    """The dtype inner products are accumulated in: float64 if any input is, else float32."""
+    """The dtype inner products are returned in: float64 if any input is, else float32."""
     for tensors in lists:
         for t in tensors:
             if t.dtype == torch.float64:
                 return torch.float64
     return torch.float32
-
-
-def _local(t: Tensor) -> Tensor:
-    """The local shard of a DTensor, the tensor itself otherwise."""
-    to_local = getattr(t, "to_local", None)
-    return to_local() if callable(to_local) else t
-
-
-def _dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
-    a, b = _local(a), _local(b)
-    if a.dtype != dtype:
-        a = a.to(dtype)
-    if b.dtype != dtype:
-        b = b.to(dtype)
-    return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
 def global_dots(
@@ -44,13 +29,13 @@ def global_dots(
     """Inner products ``<a, b>`` over all tensors of each pair of lists, stacked.
 
     Each inner product treats its two lists as one long vector (it is global over all
-    parameters, not per tensor). Products are accumulated in ``dtype`` (default: float32, or
-    float64 when an input is float64), whatever the dtype of the inputs, and no host
-    synchronisation happens.
+    parameters, not per tensor). Products are accumulated in float64 (one read of each
+    distinct list, see :mod:`._gram`) and returned in ``dtype`` (default: float32, or float64
+    when an input is float64); no host synchronisation happens.
 
     Args:
         pairs: ``[(a_1, b_1), (a_2, b_2), ...]``; ``a_k`` and ``b_k`` are aligned lists.
-        dtype: accumulation dtype; at least float32 is recommended.
+        dtype: the result's dtype.
         reduce: applied once to the stacked local results (see :data:`Reducer`).
 
     Returns:
@@ -65,37 +50,27 @@ def global_dots(
     """
     if not pairs:
         raise ValueError("Invalid pairs=[]: need at least one pair of tensor lists")
-    acc = dtype or accumulation_dtype(*(x for pair in pairs for x in pair))
-    fast = _blocked_dots(pairs, acc)
-    if fast is not None:
-        return reduce(fast) if reduce is not None else fast
-    device = _first_device(pairs)
-    results = []
     for a, b in pairs:
         if len(a) != len(b):
             raise ValueError(
                 f"Invalid pair: lists of lengths {len(a)} and {len(b)} must be aligned"
             )
-        if a is b:
-            terms = [_dot(x, x, acc) for x in a]
-        else:
-            terms = [_dot(x, y, acc) for x, y in zip(a, b)]
-        results.append(
-            torch.stack(terms).sum() if terms else torch.zeros((), dtype=acc, device=device)
-        )
-    out = torch.stack(results)
+    lists: list[TensorList] = []
+    slot: dict[int, int] = {}
+    where = []
+    for a, b in pairs:
+        for x in (a, b):
+            if id(x) not in slot:
+                slot[id(x)] = len(lists)
+                lists.append(x)
+        where.append((slot[id(a)], slot[id(b)]))
+    acc = dtype or accumulation_dtype(*lists)
+    if len({len(x) for x in lists}) > 1:  # pairs over different parameter lists
+        out = torch.stack([global_dots([pair], dtype=acc)[0] for pair in pairs])
+    else:
+        g = _gram.gram(lists)[0]
+        out = torch.stack([g[i, j] for i, j in where]).to(acc)
     return reduce(out) if reduce is not None else out
-
-
-def _blocked_dots(
-    pairs: Sequence[tuple[TensorList, TensorList]], acc: torch.dtype
-) -> Tensor | None:
-    """The cache-blocked CPU path of :func:`global_dots`, or None where it does not apply."""
-    lists = [x for pair in pairs for x in pair]
-    if not lists[0] or not _blocked.blockable(*lists) or any(t.dtype != acc for t in lists[0]):
-        return None
-    terms = _blocked.dot_terms(pairs)
-    return torch.stack([torch.stack(t).sum() for t in terms])
 
 
 def global_dots_reference(
@@ -105,18 +80,15 @@ def global_dots_reference(
     out = []
     for a, b in pairs:
         fa = (
-            torch.cat([_local(x).reshape(-1).double() for x in a]) if a else torch.zeros(0).double()
+            torch.cat([_gram.local(x).reshape(-1).double() for x in a])
+            if a
+            else torch.zeros(0).double()
         )
         fb = (
-            torch.cat([_local(x).reshape(-1).double() for x in b]) if b else torch.zeros(0).double()
+            torch.cat([_gram.local(x).reshape(-1).double() for x in b])
+            if b
+            else torch.zeros(0).double()
         )
         out.append((fa * fb).sum())
     result = torch.stack(out)
     return reduce(result) if reduce is not None else result
-
-
-def _first_device(pairs: Sequence[tuple[TensorList, TensorList]]) -> torch.device:
-    for a, b in pairs:
-        for t in (*a, *b):
-            return _local(t).device
-    return torch.device("cpu")

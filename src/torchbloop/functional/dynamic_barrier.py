@@ -2,19 +2,51 @@
 
 ``d = mu * g_main + lam * g_aux`` with ``mu = max(1 - lam <g_main, g_aux> / ||g_main||^2, 0)``:
 Bloop without EMA whose coefficient ``r = <g_aux, g_main> / ||g_main||^2`` is clipped at
-``1 / lam``.
+``1 / lam``. Defined for one auxiliary loss (K = 1); more raise a ``ValueError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
-from ._combination import axpby
-from ._reductions import global_dots
+from .._validation import check_lam
 from ._reference import flat64, unflat
 from ._types import Reducer, TensorList
+from .contract import Coefficients, SurgeryStep
+from .pcgrad import _one_level
 from .projection import projection_coefficient
+
+
+class DynamicBarrierFormula:
+    """Dynamic Barrier as a :class:`~torchbloop.functional.contract.Formula` (K = 1, ``lam``).
+
+    When ``g_main`` is zero its coefficient is irrelevant and taken as 1 (no 0/0).
+    """
+
+    name = "dynamic_barrier"
+
+    def num_state(self, k: int) -> int:
+        _one_level(self.name, k)
+        return 0
+
+    def pairs(self, k: int) -> list[tuple[int, int]]:
+        return [(0, 1), (0, 0)]
+
+    def check(self, hyper: Mapping[str, object], k: int) -> None:
+        _one_level(self.name, k)
+        lam = hyper.get("lam")
+        if not isinstance(lam, Tensor):
+            check_lam(lam)
+
+    def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
+        lam = hyper["lam"].reshape(-1)
+        ratio, _ = projection_coefficient(gram[:, 0, 1], gram[:, 0, 0])
+        mu = torch.clamp(1.0 - lam * ratio, min=0.0)
+        direction = torch.stack([mu, lam.expand_as(mu)], dim=1)
+        return Coefficients(direction, gram.new_zeros((gram.shape[0], 0, 2)), {})
 
 
 def dynamic_barrier_direction(
@@ -28,8 +60,6 @@ def dynamic_barrier_direction(
 ) -> list[Tensor]:
     """``max(1 - lam <g_main, g_aux> / ||g_main||^2, 0) * g_main + lam * g_aux``.
 
-    When ``g_main`` is zero its coefficient is irrelevant and taken as 1 (no 0/0).
-
     Args:
         main_grads: ``g_main``. aux_grads: ``g_aux``. lam: ``lam >= 0``.
         out: where to write the result (may alias either input). foreach: multi-tensor kernels.
@@ -40,10 +70,16 @@ def dynamic_barrier_direction(
         >>> dynamic_barrier_direction([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], lam=1.0)
         [tensor([1., 1.])]
     """
-    dots = global_dots([(main_grads, aux_grads), (main_grads, main_grads)], reduce=reduce)
-    ratio, _ = projection_coefficient(dots[0], dots[1])
-    mu = torch.clamp(1.0 - lam * ratio, min=0.0)
-    return axpby(mu, main_grads, lam, aux_grads, out=out, foreach=foreach)
+    step = SurgeryStep(
+        DynamicBarrierFormula(),
+        [main_grads, aux_grads],
+        [],
+        hyper={"lam": lam},
+        out=out,
+        foreach=foreach,
+        reduce=reduce,
+    )
+    return step.apply().direction
 
 
 def dynamic_barrier_direction_reference(
@@ -54,3 +90,10 @@ def dynamic_barrier_direction_reference(
     norm2 = float(g_main @ g_main)
     mu = 1.0 if norm2 == 0.0 else max(1.0 - lam * float(g_main @ g_aux) / norm2, 0.0)
     return unflat(mu * g_main + lam * g_aux, main_grads)
+
+
+__all__ = [
+    "DynamicBarrierFormula",
+    "dynamic_barrier_direction",
+    "dynamic_barrier_direction_reference",
+]
