@@ -96,3 +96,18 @@ __all__ = [
     "random_list",
     "rtol_for",
 ]
+
+
+PATHS = [(True, False), (True, True), (False, False), (False, True)]
+"""``(kernel, alias)``: the fused CPU kernel allowed or torch ops forced; the direction written
+into new tensors or into the aux gradient list (aliasing an input)."""
+
+
+def contract_step(formula, grads, hyper, *, kernel: bool, alias: bool, **kwargs):
+    """One :class:`SurgeryStep` of ``formula`` on copies of ``grads``; returns its result."""
+    from torchbloop.functional import SurgeryStep
+
+    grads = [[t.clone() for t in g] for g in grads]
+    out = grads[-1] if alias else None
+    step = SurgeryStep(formula, grads, [], hyper=hyper, out=out, kernel=kernel, **kwargs)
+    return step.apply()

@@ -3,11 +3,28 @@ and the properties that define the method, on random inputs (scales 1e-10..1e15,
 
 from __future__ import annotations
 
+import pytest
 import torch
-from _method_props import assert_vec_close, budget, combine, flat, gram, norm, pairs, rtol_for
+from _method_props import (
+    PATHS,
+    assert_vec_close,
+    budget,
+    combine,
+    contract_step,
+    flat,
+    gram,
+    norm,
+    pairs,
+    rtol_for,
+)
 from hypothesis import given, settings
 
-from torchbloop.functional.agem import agem_coefficients, agem_direction_reference
+from torchbloop.functional.agem import (
+    AGEMFormula,
+    agem_coefficients,
+    agem_direction,
+    agem_direction_reference,
+)
 
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
 
@@ -73,3 +90,30 @@ def test_known_value():
     """``g_m = (1, 0)``, ``g_a = (-1, 1)``, lam = 1: the aux gradient loses its ``-g_m`` part."""
     d = fast([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], 1.0)
     assert torch.equal(d[0], torch.tensor([1.0, 1.0]))
+
+
+@pytest.mark.parametrize(("kernel", "alias"), PATHS)
+@SETTINGS
+@given(case=pairs())
+def test_contract_path_equals_reference(case, kernel, alias):
+    """The fast path (the contract: one Gram pass, the formula, one combination pass; kernel or
+    torch ops; into new tensors or into the aux list) equals the float64 reference."""
+    main, aux, lam = case
+    result = contract_step(AGEMFormula(), [main, aux], {"lam": lam}, kernel=kernel, alias=alias)
+    assert all(t.dtype == m.dtype and t.shape == m.shape for t, m in zip(result.direction, main))
+    ref = agem_direction_reference(main, aux, lam=lam)
+    tol = budget(main[0].dtype, norm(main), 2 * lam * norm(aux))
+    assert_vec_close(result.direction, ref, tol, "contract vs reference")
+    assert bool(result.info["conflict"][0]) == (float(flat(aux) @ flat(main)) < 0)
+
+
+def test_direction_function():
+    d = agem_direction([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], lam=1.0)
+    assert torch.equal(d[0], torch.tensor([1.0, 1.0]))
+
+
+def test_several_aux_losses_rejected():
+    with pytest.raises(ValueError, match="defined for one"):
+        contract_step(
+            AGEMFormula(), [[torch.ones(1)]] * 3, {"lam": [1.0, 1.0]}, kernel=False, alias=False
+        )

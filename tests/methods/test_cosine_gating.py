@@ -7,12 +7,25 @@ import math
 
 import pytest
 import torch
-from _method_props import assert_vec_close, budget, combine, flat, gram, norm, pairs, rtol_for
+from _method_props import (
+    PATHS,
+    assert_vec_close,
+    budget,
+    combine,
+    contract_step,
+    flat,
+    gram,
+    norm,
+    pairs,
+    rtol_for,
+)
 from hypothesis import given, settings
 
 from torchbloop.functional.cosine_gating import (
+    CosineGatingFormula,
     cosine,
     cosine_gating_coefficients,
+    cosine_gating_direction,
     cosine_gating_direction_reference,
 )
 
@@ -92,3 +105,29 @@ def test_known_values():
         w, torch.tensor([1.0 + 2 / math.sqrt(2), 2 / math.sqrt(2)], dtype=torch.float64)
     )
     assert torch.equal(fast(m, a, 2.0, False)[0], torch.tensor([3.0, 2.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("kernel", "alias"), PATHS)
+@pytest.mark.parametrize("weighted", [True, False])
+@SETTINGS
+@given(case=pairs())
+def test_contract_path_equals_reference(case, weighted, kernel, alias):
+    """The fast path (the contract, kernel or torch ops, new tensors or aliased) equals the
+    float64 reference, and reports the cosine."""
+    main, aux, lam = case
+    cos = true_cosine(main, aux)
+    formula = CosineGatingFormula(weighted=weighted)
+    result = contract_step(formula, [main, aux], {"lam": lam}, kernel=kernel, alias=alias)
+    assert abs(float(result.info["cos"][0]) - cos) <= 1e-12 + 10 * rtol_for(torch.float64)
+    if not weighted and abs(cos) < 100 * rtol_for(torch.float64):
+        return
+    ref = cosine_gating_direction_reference(main, aux, lam=lam, weighted=weighted)
+    tol = budget(main[0].dtype, norm(main), lam * norm(aux))
+    assert_vec_close(result.direction, ref, tol, "contract vs reference")
+
+
+def test_direction_function():
+    d = cosine_gating_direction(
+        [torch.tensor([1.0, 0.0])], [torch.tensor([1.0, 1.0])], lam=2.0, weighted=False
+    )
+    assert torch.equal(d[0], torch.tensor([3.0, 2.0]))

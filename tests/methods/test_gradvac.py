@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from _method_props import (
+    PATHS,
     UNIT_ROUNDOFF,
     assert_vec_close,
     budget,
     combine,
+    contract_step,
     flat,
     gram,
     norm,
@@ -23,7 +26,9 @@ from hypothesis import strategies as st
 
 from torchbloop.functional.gradvac import (
     DEFAULT_BETA,
+    GradVacFormula,
     gradvac_coefficients,
+    gradvac_direction,
     gradvac_direction_reference,
 )
 
@@ -150,3 +155,31 @@ def test_target_one_drops_the_adjustment():
     a = [torch.tensor([0.0, 1.0])]
     d, c = fast(m, a, 1.0, 1.0, 0.5)
     assert torch.equal(d[0], torch.tensor([1.0, 1.0])) and not bool(c.adjusted)
+
+
+@pytest.mark.parametrize(("kernel", "alias"), PATHS)
+@SETTINGS
+@given(case=pairs(), phi_hat=st.sampled_from(TARGETS), beta=st.sampled_from(BETAS))
+def test_contract_path_equals_reference(case, phi_hat, beta, kernel, alias):
+    """The fast path (the contract: the target enters as a hyperparameter, the new one leaves in
+    ``info``) equals the float64 reference, direction and new target."""
+    main, aux, lam = case
+    hyper = {"lam": lam, "beta": beta, "phi_hat": torch.tensor(phi_hat, dtype=torch.float64)}
+    result = contract_step(GradVacFormula(), [main, aux], hyper, kernel=kernel, alias=alias)
+    ref, ref_hat = gradvac_direction_reference(main, aux, lam=lam, phi_hat=phi_hat, beta=beta)
+    assert_vec_close(result.direction, ref, direction_budget(main, aux, lam, phi_hat), "vs ref")
+    assert math.isclose(float(result.info["phi_hat"][0]), ref_hat, abs_tol=1e-12)
+
+
+def test_direction_function_carries_the_target():
+    """Three steps of :func:`gradvac_direction` feeding back its target equal the reference."""
+    gen = torch.Generator().manual_seed(5)
+    hat, hat_ref = torch.zeros((), dtype=torch.float64), 0.0
+    for _ in range(3):
+        m = [torch.randn(4, generator=gen, dtype=torch.float64)]
+        a = [torch.randn(4, generator=gen, dtype=torch.float64) - m[0]]
+        r = gradvac_direction(m, a, lam=0.5, phi_hat=hat, beta=0.3)
+        ref, hat_ref = gradvac_direction_reference(m, a, lam=0.5, phi_hat=hat_ref, beta=0.3)
+        assert_vec_close(r.direction, ref, 1e-13, "step")
+        hat = r.phi_hat.reshape(())
+        assert math.isclose(float(hat), hat_ref, abs_tol=1e-15)

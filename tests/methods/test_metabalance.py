@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
-from _method_props import assert_vec_close, budget, pairs, random_list, rtol_for
+from _method_props import (
+    PATHS,
+    assert_vec_close,
+    budget,
+    contract_step,
+    pairs,
+    random_list,
+    rtol_for,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchbloop.functional.metabalance import (
+    MetaBalanceFormula,
     metabalance_coefficients,
+    metabalance_direction,
     metabalance_direction_reference,
 )
 
@@ -123,3 +134,55 @@ def test_zero_aux_average_drops_the_ratio():
     z = torch.zeros(1)
     c = metabalance_coefficients(torch.tensor([4.0]), z, z, z, r=0.7, beta=0.9)
     assert torch.allclose(c.c_aux, torch.tensor([0.3])) and torch.isfinite(c.c_aux).all()
+
+
+@pytest.mark.parametrize(("kernel", "alias"), PATHS)
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**20),
+    dtype=st.sampled_from((torch.float32, torch.float64)),
+    scale=st.sampled_from((1e-10, 1.0, 1e15)),
+    r=st.sampled_from(RS),
+    beta=st.sampled_from(BETAS),
+)
+def test_contract_stream_equals_reference(seed, dtype, scale, r, beta, kernel, alias):
+    """Three steps through the contract (per-tensor Gram blocks; the averages enter as
+    hyperparameters and leave in ``info``) equal the float64 reference, directions and state."""
+    shapes = ((3, 4), (4,), (), (2, 2))
+    n = len(shapes)
+    norms = (torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
+    ref_state = [(0.0, 0.0)] * n
+    for step in range(3):
+        main = random_list(shapes, seed=seed + 2 * step, scale=scale, dtype=dtype)
+        aux = random_list(shapes, seed=seed + 2 * step + 1, scale=scale * 10, dtype=dtype)
+        hyper = {"r": r, "beta": beta, "norm_main": norms[0], "norm_aux": norms[1]}
+        result = contract_step(
+            MetaBalanceFormula(),
+            [main, aux],
+            hyper,
+            kernel=kernel,
+            alias=alias,
+            gram_blocks="tensor",
+            coef_blocks=list(range(n)),
+        )
+        ref, ref_state = metabalance_direction_reference(main, aux, norms=ref_state, r=r, beta=beta)
+        c_aux = result.info["c_aux"]
+        assert_vec_close(result.direction, ref, tensor_budget(main, aux, c_aux, dtype), f"{step}")
+        norms = (result.info["norm_main"], result.info["norm_aux"])
+        for i, (m_m, m_a) in enumerate(ref_state):
+            assert math.isclose(float(norms[0][i]), m_m, rel_tol=1e-12, abs_tol=1e-300)
+            assert math.isclose(float(norms[1][i]), m_a, rel_tol=1e-12, abs_tol=1e-300)
+
+
+def test_direction_function():
+    z = torch.zeros(2)
+    r = metabalance_direction(
+        [torch.tensor([3.0, 4.0]), torch.tensor([1.0])],
+        [torch.tensor([1.0, 0.0]), torch.tensor([2.0])],
+        norm_main=z,
+        norm_aux=z,
+        r=1.0,
+    )
+    assert torch.equal(r.direction[0], torch.tensor([8.0, 4.0]))
+    assert torch.equal(r.direction[1], torch.tensor([2.0]))  # aux rescaled to ||g_m|| = 1
+    assert torch.allclose(r.norm_main, torch.tensor([0.5, 0.1], dtype=torch.float64))

@@ -12,9 +12,11 @@ import pytest
 import torch
 from _method_props import (
     LAMS,
+    PATHS,
     assert_vec_close,
     budget,
     combine,
+    contract_step,
     flat,
     gram,
     pairs,
@@ -26,6 +28,8 @@ from hypothesis import strategies as st
 from _asserts import DTYPES, SCALES, SHAPE_SETS
 from torchbloop.functional.mgda import (
     MAX_OBJECTIVES,
+    MGDAFormula,
+    mgda_direction,
     mgda_direction_reference,
     mgda_segment_weight,
     min_norm_weights,
@@ -218,3 +222,30 @@ def test_origin_inside_the_hull():
     assert float(d[0].norm()) < 1e-15
     ours, w = fast_k([pts[0]], [[pts[1]], [pts[2]]], [1.0, 1.0])
     assert float(ours[0].norm()) < 1e-15 and bool((w > 0).all())
+
+
+@pytest.mark.parametrize(("kernel", "alias"), PATHS)
+@SETTINGS
+@given(case=objectives())
+def test_contract_path_equals_reference(case, kernel, alias):
+    """The fast path (the contract: Gram pass, the segment formula or the face solver, one
+    combination pass) equals the float64 references, for 1 to 3 aux losses."""
+    main, auxes, lams = case
+    lam = lams[0] if len(lams) == 1 else lams
+    result = contract_step(MGDAFormula(), [main, *auxes], {"lam": lam}, kernel=kernel, alias=alias)
+    vectors = [flat(main)] + [w * flat(a) for w, a in zip(lams, auxes)]
+    if len(lams) == 1:
+        ref = mgda_direction_reference(main, auxes[0], lam=lams[0])
+        tol = segment_budget(vectors[0], vectors[1], main[0].dtype)
+    else:
+        ref = mgda_direction_reference(main, auxes, lam=lams)
+        top = max(float(v.norm()) for v in vectors)
+        tol = top * (200 * budget(torch.float64, 1.0)) ** 0.5 + budget(main[0].dtype, top)
+    assert_vec_close(result.direction, ref, tol, "contract vs reference")
+    w = result.info["weights"][0]
+    assert bool((w >= 0).all()) and abs(float(w.sum()) - 1.0) < 1e-12
+
+
+def test_direction_function():
+    d = mgda_direction([torch.tensor([1.0, 0.0])], [[torch.tensor([0.0, 1.0])]] * 2, lam=[1.0, 1.0])
+    assert torch.allclose(d[0], torch.tensor([0.5, 0.5]))

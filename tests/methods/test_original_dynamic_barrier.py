@@ -6,13 +6,27 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
-from _method_props import assert_vec_close, budget, combine, flat, gram, norm, pairs, rtol_for
+from _method_props import (
+    PATHS,
+    assert_vec_close,
+    budget,
+    combine,
+    contract_step,
+    flat,
+    gram,
+    norm,
+    pairs,
+    rtol_for,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchbloop.functional.original_dynamic_barrier import (
+    OriginalDynamicBarrierFormula,
     original_dynamic_barrier_coefficients,
+    original_dynamic_barrier_direction,
     original_dynamic_barrier_direction_reference,
 )
 
@@ -87,3 +101,32 @@ def test_main_loss_is_not_synchronised():
     loss = w * w
     c_m, _ = original_dynamic_barrier_coefficients(torch.tensor(1.0), torch.tensor(0.0), loss)
     assert not c_m.requires_grad and math.isclose(float(c_m), 1.0)
+
+
+@pytest.mark.parametrize(("kernel", "alias"), PATHS)
+@SETTINGS
+@given(case=pairs(), loss=st.sampled_from(LOSSES), hyper=HYPER)
+def test_contract_path_equals_reference(case, loss, hyper, kernel, alias):
+    """The fast path (the contract; the loss value enters as a 0-dim tensor hyperparameter)
+    equals the float64 reference."""
+    main, aux, _ = case
+    loss_t = torch.tensor(loss, dtype=main[0].dtype)
+    full = {**hyper, "main_loss": loss_t}
+    formula = OriginalDynamicBarrierFormula()
+    result = contract_step(formula, [main, aux], full, kernel=kernel, alias=alias)
+    ref = original_dynamic_barrier_direction_reference(main, aux, main_loss=float(loss_t), **hyper)
+    assert_vec_close(result.direction, ref, direction_budget(main, aux, hyper), "vs reference")
+
+
+def test_direction_function_and_missing_loss():
+    m, a = [torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])]
+    d = original_dynamic_barrier_direction(m, a, main_loss=torch.tensor(0.5))
+    assert torch.equal(d[0], torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="main loss"):
+        contract_step(
+            OriginalDynamicBarrierFormula(),
+            [m, a],
+            {"alpha": 1.0, "beta": 1.0, "lower_bound": 0.0},
+            kernel=False,
+            alias=False,
+        )

@@ -15,12 +15,15 @@ no epsilon.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from ._reference import flat64, unflat
-from ._types import TensorList
+from ._types import Reducer, TensorList
+from .agem import _one_aux
+from .contract import Coefficients, SurgeryStep
 
 
 def cosine(ab: Tensor, aa: Tensor, bb: Tensor) -> Tensor:
@@ -65,6 +68,82 @@ def cosine_gating_coefficients(
     return torch.ones_like(cos), gate * lam
 
 
+class CosineGatingFormula:
+    """Cosine gating as a :class:`~torchbloop.functional.contract.Formula` (K = 1; ``lam``).
+
+    Args:
+        weighted: scale the aux gradient by the cosine (True) or only gate it (False).
+
+    Info: ``"cos"``, the cosine of the two gradients (0 where one is zero).
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import SurgeryStep
+        >>> g = [[torch.tensor([1.0, 0.0])], [torch.tensor([1.0, 1.0])]]
+        >>> SurgeryStep(CosineGatingFormula(weighted=False), g, [], hyper={"lam": 2.0}).apply().direction
+        [tensor([3., 2.])]
+    """
+
+    def __init__(self, *, weighted: bool = True) -> None:
+        self.weighted = bool(weighted)
+        self.name = "cosine_gating" if self.weighted else "cosine_gating_unweighted"
+
+    def num_state(self, k: int) -> int:
+        _one_aux(self.name, k)
+        return 0
+
+    def pairs(self, k: int) -> list[tuple[int, int]]:
+        return [(0, 0), (0, 1), (1, 1)]
+
+    def check(self, hyper: Mapping[str, object], k: int) -> None:
+        _one_aux(self.name, k)
+
+    def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
+        lam = hyper["lam"].reshape(-1)
+        mm, am, aa = gram[:, 0, 0], gram[:, 0, 1], gram[:, 1, 1]
+        c_m, c_a = cosine_gating_coefficients(mm, am, aa, lam=lam, weighted=self.weighted)
+        return Coefficients(
+            torch.stack([c_m, c_a], dim=1),
+            gram.new_zeros((gram.shape[0], 0, 2)),
+            {"cos": cosine(am, mm, aa)},
+        )
+
+
+def cosine_gating_direction(
+    main_grads: TensorList,
+    aux_grads: TensorList,
+    *,
+    lam: float,
+    weighted: bool = True,
+    out: list[Tensor] | None = None,
+    foreach: bool = True,
+    reduce: Reducer | None = None,
+) -> list[Tensor]:
+    """Cosine gating's direction through the surgery contract.
+
+    Args:
+        main_grads: ``g_m``. aux_grads: ``g_a``. lam: ``lam >= 0``.
+        weighted: scale by the cosine (True) or only gate (False).
+        out: where to write the result (may alias either input). foreach: multi-tensor kernels.
+        reduce: sums the local inner products when the lists are shards.
+
+    Example:
+        >>> import torch
+        >>> cosine_gating_direction([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], lam=1.0)
+        [tensor([1., 0.])]
+    """
+    step = SurgeryStep(
+        CosineGatingFormula(weighted=weighted),
+        [main_grads, aux_grads],
+        [],
+        hyper={"lam": lam},
+        out=out,
+        foreach=foreach,
+        reduce=reduce,
+    )
+    return step.apply().direction
+
+
 def cosine_gating_direction_reference(
     main_grads: TensorList, aux_grads: TensorList, *, lam: float, weighted: bool = True
 ) -> list[Tensor]:
@@ -76,4 +155,10 @@ def cosine_gating_direction_reference(
     return unflat(g_m + lam * w * g_a, main_grads)
 
 
-__all__ = ["cosine", "cosine_gating_coefficients", "cosine_gating_direction_reference"]
+__all__ = [
+    "CosineGatingFormula",
+    "cosine",
+    "cosine_gating_coefficients",
+    "cosine_gating_direction",
+    "cosine_gating_direction_reference",
+]

@@ -22,13 +22,16 @@ The adjustment is the smallest move along :math:`g_m` that lifts the cosine to e
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ._reference import flat64, unflat
-from ._types import TensorList
+from ._types import Reducer, TensorList
+from .agem import _one_aux
+from .contract import Coefficients, SurgeryStep
 from .cosine_gating import cosine
 
 DEFAULT_BETA = 0.01
@@ -89,6 +92,114 @@ def gradvac_coefficients(
     return GradVacCoefficients(c_main, torch.ones_like(c_main) * lam, phi, new_hat, valid)
 
 
+TARGET_KEY = "phi_hat"
+"""The hyperparameter that carries the target cosine into the formula, and the info entry that
+carries the new one out."""
+
+
+class GradVacFormula:
+    """GradVac as a :class:`~torchbloop.functional.contract.Formula` (K = 1).
+
+    Hyperparameters: ``lam``, ``beta`` and :data:`TARGET_KEY` (the target cosine before the
+    step, one per block). The target is scalar state: it enters as a hyperparameter and the new
+    value leaves in ``info[TARGET_KEY]``, for the caller to keep (the contract's vector state is
+    for parameter-shaped buffers). Info also: ``"phi"`` (this step's cosine) and
+    ``"adjusted"`` (bool).
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import SurgeryStep
+        >>> g = [[torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 1.0])]]
+        >>> hyper = {"lam": 1.0, "beta": 0.5, "phi_hat": torch.tensor(0.5)}
+        >>> result = SurgeryStep(GradVacFormula(), g, [], hyper=hyper).apply()
+        >>> result.direction, result.info["phi_hat"]
+        ([tensor([1.5774, 1.0000])], tensor([0.2500], dtype=torch.float64))
+    """
+
+    name = "gradvac"
+
+    def num_state(self, k: int) -> int:
+        _one_aux(self.name, k)
+        return 0
+
+    def pairs(self, k: int) -> list[tuple[int, int]]:
+        return [(0, 0), (0, 1), (1, 1)]
+
+    def check(self, hyper: Mapping[str, object], k: int) -> None:
+        _one_aux(self.name, k)
+        if TARGET_KEY not in hyper:
+            raise ValueError(f"gradvac needs its target cosine: hyper[{TARGET_KEY!r}]")
+
+    def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
+        c = gradvac_coefficients(
+            gram[:, 0, 0],
+            gram[:, 0, 1],
+            gram[:, 1, 1],
+            hyper[TARGET_KEY].reshape(-1),
+            lam=hyper["lam"].reshape(-1),
+            beta=hyper["beta"].reshape(-1),
+        )
+        return Coefficients(
+            torch.stack([c.c_main, c.c_aux], dim=1),
+            gram.new_zeros((gram.shape[0], 0, 2)),
+            {TARGET_KEY: c.phi_hat, "phi": c.phi, "adjusted": c.adjusted},
+        )
+
+
+class GradVacDirection(NamedTuple):
+    """The result of :func:`gradvac_direction`."""
+
+    direction: list[Tensor]
+    """``g_m + lam * g_a'``, one tensor per parameter."""
+    phi_hat: Tensor
+    """The new target cosine (float64, shape ``[1]``)."""
+    phi: Tensor
+    """This step's ``cos(g_a, g_m)`` (shape ``[1]``)."""
+    adjusted: Tensor
+    """Bool: the aux gradient was moved toward the main one (shape ``[1]``)."""
+
+
+def gradvac_direction(
+    main_grads: TensorList,
+    aux_grads: TensorList,
+    *,
+    lam: float,
+    phi_hat: Tensor,
+    beta: float = DEFAULT_BETA,
+    out: list[Tensor] | None = None,
+    foreach: bool = True,
+    reduce: Reducer | None = None,
+) -> GradVacDirection:
+    """One GradVac step through the surgery contract; the caller keeps the returned target.
+
+    Args:
+        main_grads: ``g_m``. aux_grads: ``g_a``. lam: ``lam >= 0``.
+        phi_hat: the target cosine before the step (0-dim).
+        beta: the EMA weight of the new cosine, in ``(0, 1]``.
+        out: where to write the result (may alias either input). foreach: multi-tensor kernels.
+        reduce: sums the local inner products when the lists are shards.
+
+    Example:
+        >>> import torch
+        >>> g_m, g_a = [torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 1.0])]
+        >>> r = gradvac_direction(g_m, g_a, lam=1.0, phi_hat=torch.tensor(0.5), beta=0.5)
+        >>> r.direction, r.phi_hat
+        ([tensor([1.5774, 1.0000])], tensor([0.2500], dtype=torch.float64))
+    """
+    step = SurgeryStep(
+        GradVacFormula(),
+        [main_grads, aux_grads],
+        [],
+        hyper={"lam": lam, "beta": beta, TARGET_KEY: phi_hat},
+        out=out,
+        foreach=foreach,
+        reduce=reduce,
+    )
+    result = step.apply()
+    info = result.info
+    return GradVacDirection(result.direction, info[TARGET_KEY], info["phi"], info["adjusted"])
+
+
 def gradvac_direction_reference(
     main_grads: TensorList,
     aux_grads: TensorList,
@@ -112,7 +223,11 @@ def gradvac_direction_reference(
 
 __all__ = [
     "DEFAULT_BETA",
+    "TARGET_KEY",
     "GradVacCoefficients",
+    "GradVacDirection",
+    "GradVacFormula",
     "gradvac_coefficients",
+    "gradvac_direction",
     "gradvac_direction_reference",
 ]

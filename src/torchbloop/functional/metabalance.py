@@ -18,13 +18,15 @@ been zero so far) the ratio term is dropped. No epsilon.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ._types import TensorList
+from ._types import Reducer, TensorList
+from .agem import _one_aux
+from .contract import Coefficients, SurgeryStep
 
 DEFAULT_R = 0.7
 """The relax factor the MetaBalance paper recommends."""
@@ -77,6 +79,120 @@ def metabalance_coefficients(
     return MetaBalanceCoefficients(torch.ones_like(c_aux), c_aux, new_main, new_aux)
 
 
+NORM_KEYS = ("norm_main", "norm_aux")
+"""The hyperparameters that carry the norm averages into the formula (one per block), and the
+info entries that carry the new ones out."""
+
+
+class MetaBalanceFormula:
+    """MetaBalance as a :class:`~torchbloop.functional.contract.Formula` (K = 1).
+
+    Meant for per-tensor blocks (``gram_blocks="tensor"`` with ``coef_blocks`` one id per
+    tensor, as :func:`metabalance_direction` does). Hyperparameters: ``r``, ``beta`` and the
+    averages :data:`NORM_KEYS` before the step (one per block). The averages are scalar state:
+    they enter as hyperparameters and the new values leave in ``info`` under the same keys, for
+    the caller to keep.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import SurgeryStep
+        >>> g = [[torch.tensor([3.0, 4.0])], [torch.tensor([1.0, 0.0])]]
+        >>> hyper = {"r": 1.0, "beta": 0.9, "norm_main": [0.0], "norm_aux": [0.0]}
+        >>> SurgeryStep(MetaBalanceFormula(), g, [], hyper=hyper, gram_blocks="tensor",
+        ...             coef_blocks=[0]).apply().direction  # aux rescaled to ||g_m|| = 5
+        [tensor([8., 4.])]
+    """
+
+    name = "metabalance"
+
+    def num_state(self, k: int) -> int:
+        _one_aux(self.name, k)
+        return 0
+
+    def pairs(self, k: int) -> list[tuple[int, int]]:
+        return [(0, 0), (1, 1)]
+
+    def check(self, hyper: Mapping[str, object], k: int) -> None:
+        _one_aux(self.name, k)
+        missing = [key for key in NORM_KEYS if key not in hyper]
+        if missing:
+            raise ValueError(f"metabalance needs its norm averages: hyper{missing}")
+
+    def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
+        c = metabalance_coefficients(
+            gram[:, 0, 0],
+            gram[:, 1, 1],
+            hyper[NORM_KEYS[0]].reshape(-1),
+            hyper[NORM_KEYS[1]].reshape(-1),
+            r=hyper["r"].reshape(-1),
+            beta=hyper["beta"].reshape(-1),
+        )
+        return Coefficients(
+            torch.stack([c.c_main, c.c_aux], dim=1),
+            gram.new_zeros((gram.shape[0], 0, 2)),
+            {NORM_KEYS[0]: c.norm_main, NORM_KEYS[1]: c.norm_aux, "c_aux": c.c_aux},
+        )
+
+
+class MetaBalanceDirection(NamedTuple):
+    """The result of :func:`metabalance_direction`."""
+
+    direction: list[Tensor]
+    """``g_m + (r m_m / m_a + 1 - r) g_a`` tensor by tensor."""
+    norm_main: Tensor
+    """The new averages of ``||g_m||``, one per tensor (float64)."""
+    norm_aux: Tensor
+    """The new averages of ``||g_a||``, one per tensor (float64)."""
+
+
+def metabalance_direction(
+    main_grads: TensorList,
+    aux_grads: TensorList,
+    *,
+    norm_main: Tensor,
+    norm_aux: Tensor,
+    r: float = DEFAULT_R,
+    beta: float = DEFAULT_BETA,
+    out: list[Tensor] | None = None,
+    foreach: bool = True,
+    reduce: Reducer | None = None,
+) -> MetaBalanceDirection:
+    """One MetaBalance step through the surgery contract (per-tensor inner products); the
+    caller keeps the returned averages.
+
+    Args:
+        main_grads: ``g_m``. aux_grads: ``g_a``.
+        norm_main: :math:`m_m` per tensor before the step (``[n_tensors]``; zeros at first).
+        norm_aux: :math:`m_a` per tensor before the step.
+        r: the relax factor in ``[0, 1]``. beta: the old average's weight in ``[0, 1)``.
+        out: where to write the result (may alias either input). foreach: multi-tensor kernels.
+        reduce: sums the local inner products when the lists are shards.
+
+    Example:
+        >>> import torch
+        >>> z = torch.zeros(1)
+        >>> metabalance_direction([torch.tensor([3.0, 4.0])], [torch.tensor([1.0, 0.0])],
+        ...                       norm_main=z, norm_aux=z, r=1.0).direction
+        [tensor([8., 4.])]
+    """
+    n = len(main_grads)
+    step = SurgeryStep(
+        MetaBalanceFormula(),
+        [main_grads, aux_grads],
+        [],
+        hyper={"r": r, "beta": beta, NORM_KEYS[0]: norm_main, NORM_KEYS[1]: norm_aux},
+        out=out,
+        gram_blocks="tensor",
+        coef_blocks=list(range(n)),
+        foreach=foreach,
+        reduce=reduce,
+    )
+    result = step.apply()
+    return MetaBalanceDirection(
+        result.direction, result.info[NORM_KEYS[0]], result.info[NORM_KEYS[1]]
+    )
+
+
 def metabalance_direction_reference(
     main_grads: TensorList,
     aux_grads: TensorList,
@@ -108,7 +224,11 @@ def metabalance_direction_reference(
 __all__ = [
     "DEFAULT_BETA",
     "DEFAULT_R",
+    "NORM_KEYS",
     "MetaBalanceCoefficients",
+    "MetaBalanceDirection",
+    "MetaBalanceFormula",
     "metabalance_coefficients",
+    "metabalance_direction",
     "metabalance_direction_reference",
 ]

@@ -28,13 +28,14 @@ tune and no host synchronisation.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from ._reference import flat64, unflat
-from ._types import TensorList
+from ._types import Reducer, TensorList
+from .contract import Coefficients, SurgeryStep
 
 MAX_OBJECTIVES = 8
 """The most objectives (main + aux losses) the K-objective solver takes (255 faces at 8)."""
@@ -133,6 +134,86 @@ def min_norm_weights(gram: Tensor, scales: Tensor | None = None) -> Tensor:
     return torch.where(ok, chosen, first)
 
 
+class MGDAFormula:
+    """MGDA as a :class:`~torchbloop.functional.contract.Formula` (any K up to
+    ``MAX_OBJECTIVES - 1``; ``lam`` one value or one per aux loss).
+
+    One aux loss: the segment formula (:func:`mgda_segment_weight`); several: the face solver
+    (:func:`min_norm_weights`) on the Gram matrix. Info: ``"weights"`` ``[K + 1]``, the simplex
+    weights of ``g_0, lam_1 g_1, ...`` in ``d``.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import SurgeryStep
+        >>> g = [[torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 1.0])]]
+        >>> SurgeryStep(MGDAFormula(), g, [], hyper={"lam": 1.0}).apply().direction
+        [tensor([0.5000, 0.5000])]
+    """
+
+    name = "mgda"
+
+    def num_state(self, k: int) -> int:
+        return 0
+
+    def pairs(self, k: int) -> list[tuple[int, int]]:
+        return [(i, j) for i in range(k + 1) for j in range(i, k + 1)]
+
+    def check(self, hyper: Mapping[str, object], k: int) -> None:
+        if k + 1 > MAX_OBJECTIVES:
+            raise ValueError(
+                f"Invalid number of auxiliary losses for mgda: {k}; at most {MAX_OBJECTIVES - 1}"
+            )
+
+    def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
+        n_blocks = gram.shape[0]
+        lam = hyper["lam"].reshape(n_blocks, -1).expand(n_blocks, k)
+        g = gram[:, : k + 1, : k + 1]
+        scales = torch.cat([torch.ones_like(lam[:, :1]), lam], dim=1)
+        if k == 1:
+            gamma = mgda_segment_weight(g[:, 0, 0], g[:, 0, 1], g[:, 1, 1], lam=lam[:, 0])
+            weights = torch.stack([gamma, 1.0 - gamma], dim=1)
+        else:
+            weights = min_norm_weights(g, scales)
+        direction = weights * scales
+        return Coefficients(direction, gram.new_zeros((n_blocks, 0, k + 1)), {"weights": weights})
+
+
+def mgda_direction(
+    main_grads: TensorList,
+    aux_grads: TensorList | Sequence[TensorList],
+    *,
+    lam: float | Sequence[float],
+    out: list[Tensor] | None = None,
+    foreach: bool = True,
+    reduce: Reducer | None = None,
+) -> list[Tensor]:
+    """MGDA's direction through the surgery contract.
+
+    Args:
+        main_grads: ``g_m``. aux_grads: ``g_a``, or a list of K aux gradient lists.
+        lam: ``lam >= 0``, or K of them (one per aux list).
+        out: where to write the result (may alias an input). foreach: multi-tensor kernels.
+        reduce: sums the local inner products when the lists are shards.
+
+    Example:
+        >>> import torch
+        >>> mgda_direction([torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 1.0])], lam=1.0)
+        [tensor([0.5000, 0.5000])]
+    """
+    several = not isinstance(lam, (int, float))
+    auxes = list(aux_grads) if several else [aux_grads]
+    step = SurgeryStep(
+        MGDAFormula(),
+        [main_grads, *auxes],  # type: ignore[list-item]
+        [],
+        hyper={"lam": lam},  # type: ignore[dict-item]
+        out=out,
+        foreach=foreach,
+        reduce=reduce,
+    )
+    return step.apply().direction
+
+
 def mgda_direction_reference(
     main_grads: TensorList,
     aux_grads: TensorList | Sequence[TensorList],
@@ -174,4 +255,11 @@ def mgda_direction_reference(
     return unflat(best, main_grads)
 
 
-__all__ = ["MAX_OBJECTIVES", "mgda_direction_reference", "mgda_segment_weight", "min_norm_weights"]
+__all__ = [
+    "MAX_OBJECTIVES",
+    "MGDAFormula",
+    "mgda_direction",
+    "mgda_direction_reference",
+    "mgda_segment_weight",
+    "min_norm_weights",
+]
