@@ -30,6 +30,35 @@ def check_lam(lam: object) -> float:
     return value
 
 
+def check_lams(lam: object) -> tuple[float, ...]:
+    """``lam``: one float (one auxiliary loss) or a non-empty sequence of K floats (K losses)."""
+    if isinstance(lam, (str, bytes, Tensor)) or not isinstance(lam, Sequence):
+        return (check_lam(lam),)
+    if len(lam) == 0:
+        raise ValueError(
+            "Invalid lam=[]: give one weight per auxiliary loss (a float, or a list of floats)"
+        )
+    return tuple(check_lam(v) for v in lam)
+
+
+def check_rhos(rho: object, n: int) -> tuple[float, ...]:
+    """``rho``: one float for every EMA, or a sequence of exactly ``n`` floats (one per EMA)."""
+    if isinstance(rho, (str, bytes, Tensor)) or not isinstance(rho, Sequence):
+        return (check_rho(rho),) * n
+    if len(rho) != n:
+        raise ValueError(
+            f"Invalid rho={list(rho)!r}: expected one value per EMA ({n}), or one float for all"
+        )
+    return tuple(check_rho(v) for v in rho)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A switch must be a bool (``1`` or ``"yes"`` are refused, as torch does for ``foreach``)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"Invalid {name}={value!r}: must be a bool (True or False)")
+    return value
+
+
 def check_rho(rho: object) -> float:
     """``rho`` (weight of the new gradient in the EMA) must be in (0, 1]."""
     if isinstance(rho, bool) or not isinstance(rho, numbers.Real):
@@ -88,7 +117,12 @@ def collect_params(params: ParamsT) -> tuple[list[dict[str, Any]], list[Tensor]]
                 raise ValueError(
                     "Invalid params: a non-leaf tensor was given; surgeons write .grad of leaf tensors"
                 )
-            if not (p.is_floating_point() or p.is_complex()):
+            if p.is_complex():
+                raise TypeError(
+                    f"Invalid params: a {p.dtype} tensor was given; complex parameters are not "
+                    "supported (view them as real with torch.view_as_real)"
+                )
+            if not p.is_floating_point():
                 raise TypeError(
                     f"Invalid params: a {p.dtype} tensor was given; parameters must be floating point"
                 )

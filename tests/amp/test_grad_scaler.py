@@ -31,15 +31,17 @@ def _losses(model: nn.Module, step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _run(
-    scaler: torch.amp.GradScaler | None, steps: int = 6
+    scaler: torch.amp.GradScaler | None, steps: int = 6, k: int = 1
 ) -> tuple[nn.Module, Bloop, list[float]]:
     model = _model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    surgeon = Bloop(model.parameters(), lam=0.3, rho=0.2)
+    surgeon = Bloop(model.parameters(), lam=0.3 if k == 1 else [0.3, 0.05], rho=0.2)
     scales = []
     for step in range(steps):
         opt.zero_grad()
         main, aux = _losses(model, step)
+        if k == 2:  # a second aux loss: the output's mean on the next batch
+            aux = [aux, model(_batch(step + 100)[0]).mean() ** 2]  # type: ignore[assignment]
         if scaler is None:
             surgeon.backward(main=main, aux=aux)
             opt.step()
@@ -51,16 +53,19 @@ def _run(
     return model, surgeon, scales
 
 
-def test_scaled_training_equals_unscaled_bit_for_bit() -> None:
-    ref_model, ref_surgeon, _ = _run(None)
+@pytest.mark.parametrize("k", [1, 2])
+def test_scaled_training_equals_unscaled_bit_for_bit(k: int) -> None:
+    ref_model, ref_surgeon, _ = _run(None, k=k)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20, growth_interval=2)
-    model, surgeon, scales = _run(scaler)
+    model, surgeon, scales = _run(scaler, k=k)
     assert len(set(scales)) > 1  # the scale really changed during the run
     for a, b in zip(model.parameters(), ref_model.parameters()):
         assert torch.equal(a, b)
-    assert ref_surgeon.ema is not None and surgeon.ema is not None
-    for a, b in zip(surgeon.ema, ref_surgeon.ema):
-        assert torch.equal(a, b)
+    assert ref_surgeon.emas is not None and surgeon.emas is not None
+    assert len(surgeon.emas) == k
+    for level, ref_level in zip(surgeon.emas, ref_surgeon.emas):
+        for a, b in zip(level, ref_level):
+            assert torch.equal(a, b)
     assert surgeon.step_count == ref_surgeon.step_count == 6
 
 
@@ -158,7 +163,7 @@ def test_low_precision_params_keep_a_float32_ema_through_save_and_load(dtype: to
 
 
 def test_backward_inside_autocast_equals_outside() -> None:
-    """Inner products stay float32 and gradients keep their dtypes inside an autocast region."""
+    """Inner products stay float64 (the Gram) and gradients keep their dtypes inside autocast."""
     results = []
     for inside in (False, True):
         model = _model()
@@ -170,7 +175,7 @@ def test_backward_inside_autocast_equals_outside() -> None:
                     surgeon.backward(main=main, aux=aux)
             if not inside:
                 surgeon.backward(main=main, aux=aux)
-        assert surgeon.diagnostics is not None and surgeon.diagnostics.coef.dtype == torch.float32
+        assert surgeon.diagnostics is not None and surgeon.diagnostics.coef.dtype == torch.float64
         results.append([p.grad.clone() for p in model.parameters()] + surgeon.ema)  # type: ignore[operator,union-attr]
     for a, b in zip(*results):
         assert a.dtype == torch.float32 and torch.equal(a, b)

@@ -152,3 +152,52 @@ def test_dcp_rejects_a_checkpoint_of_another_method(tmp_path: Path) -> None:
     dcp.save({"surgeon": SurgeonState(Mixed([w], lam=0.5))}, checkpoint_id=tmp_path)
     with pytest.raises(CheckpointException, match="rho"):
         dcp.load({"surgeon": SurgeonState(Bloop([w], lam=0.5))}, checkpoint_id=tmp_path)
+
+
+@pytest.mark.parametrize("order", ["paper", "code"])
+def test_dcp_resume_with_three_levels(tmp_path: Path, order: str) -> None:
+    """K = 3 aux losses: every level's EMA travels through SurgeonState; resume is bit-identical."""
+
+    def make() -> tuple[nn.Module, torch.optim.Optimizer, Bloop]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 2))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        surgeon = Bloop(model.parameters(), lam=[0.2, 0.1, 0.05], rho=[0.1, 0.2, 0.3], ema_order=order)
+        return model, opt, surgeon
+
+    def train(state: tuple[nn.Module, torch.optim.Optimizer, Bloop], steps: range) -> None:
+        model, opt, surgeon = state
+        for step in steps:
+            g = torch.Generator().manual_seed(step)
+            x = torch.randn(16, 6, generator=g)
+            y = torch.randint(0, 2, (16,), generator=g)
+            opt.zero_grad()
+            out = model(x)
+            main = nn.functional.cross_entropy(out, y)
+            aux = [
+                sum(p.pow(2).sum() for p in model.parameters()),
+                out.pow(2).mean(),
+                model[0].weight.abs().sum(),
+            ]
+            surgeon.backward(main=main, aux=aux)
+            opt.step()
+
+    whole = make()
+    train(whole, range(4))
+    first = make()
+    train(first, range(2))
+    dcp.save({"train": TrainState(first[0], first[1]), "surgeon": SurgeonState(first[2])}, checkpoint_id=tmp_path)
+    resumed = make()
+    dcp.load(
+        {"train": TrainState(resumed[0], resumed[1]), "surgeon": SurgeonState(resumed[2])},
+        checkpoint_id=tmp_path,
+    )
+    assert resumed[2].rho == (0.1, 0.2, 0.3) and resumed[2].step_count == 2
+    train(resumed, range(2, 4))
+    for p, q in zip(whole[0].parameters(), resumed[0].parameters()):
+        assert torch.equal(p, q)
+    assert whole[2].emas is not None and resumed[2].emas is not None
+    assert len(resumed[2].emas) == 3
+    for level_a, level_b in zip(whole[2].emas, resumed[2].emas):
+        for e, f in zip(level_a, level_b):
+            assert torch.equal(e, f)

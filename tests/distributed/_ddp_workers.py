@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -43,7 +44,8 @@ def train(rank: int | None, world: int, config: dict[str, Any]) -> dict[str, Any
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
     cls = Mixed if config.get("method") == "mixed" else Bloop
     kwargs = {} if cls is Mixed else {"rho": 0.3}
-    surgeon = cls(params, lam=0.5, process_group=config.get("process_group", "auto"), **kwargs)
+    lam: Any = [0.5, 0.1] if config.get("k2") else 0.5
+    surgeon = cls(params, lam=lam, process_group=config.get("process_group", "auto"), **kwargs)
     calls = 0
     if rank is not None:
         original = dist.all_reduce
@@ -65,18 +67,28 @@ def train(rank: int | None, world: int, config: dict[str, Any]) -> dict[str, Any
             opt.zero_grad()
             for k in range(micro):
                 part = slice(k * len(x) // micro, (k + 1) * len(x) // micro)
-                main = nn.functional.mse_loss(model(x[part]), y[part]) / micro
-                if config["aux"] == "decay":
-                    aux = sum(p.pow(2).sum() for p in params) / 2 / micro
-                else:
-                    aux = nn.functional.mse_loss(model(xa[part]), ya[part]) / micro
-                surgeon.backward(
-                    main=main,
-                    aux=aux,
-                    accumulate=k < micro - 1,
-                    aux_replicated=config["aux"] == "decay",
-                    scaler=scaler,
+                sync = (
+                    model.no_sync()
+                    if config.get("no_sync") and isinstance(model, DDP)
+                    else contextlib.nullcontext()
                 )
+                with sync:
+                    main = nn.functional.mse_loss(model(x[part]), y[part]) / micro
+                    decay = sum(p.pow(2).sum() for p in params) / 2 / micro
+                    if config["aux"] == "decay":
+                        aux: Any = decay
+                    else:
+                        aux = nn.functional.mse_loss(model(xa[part]), ya[part]) / micro
+                    if config.get("k2"):
+                        aux = [aux, decay]
+                    _backward(
+                        surgeon,
+                        main=main,
+                        aux=aux,
+                        accumulate=k < micro - 1,
+                        aux_replicated=config["aux"] == "decay",
+                        scaler=scaler,
+                    )
             if scaler is None:
                 opt.step()
             else:
@@ -87,10 +99,14 @@ def train(rank: int | None, world: int, config: dict[str, Any]) -> dict[str, Any
             dist.all_reduce = original  # type: ignore[assignment]
     return {
         "params": [p.detach().clone() for p in params],
-        "ema": None if cls is Mixed else [e.clone() for e in surgeon.ema],  # type: ignore[union-attr]
+        "ema": None if cls is Mixed else [e.clone() for level in surgeon.emas for e in level],  # type: ignore[union-attr]
         "steps": surgeon.step_count,
         "calls": calls,
     }
+
+
+def _backward(surgeon: Any, **kw: Any) -> None:
+    surgeon.backward(**kw)
 
 
 def _configs(rank: int, world: int, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:

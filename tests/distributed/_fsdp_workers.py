@@ -61,8 +61,9 @@ def train(
     model = _model(rank, world, device)
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.5)
+    lam: Any = [0.5, 0.1] if aux_kind == "levels" else 0.5
     if method == "bloop":
-        surgeon: Any = Bloop(params, lam=0.5, rho=0.3, diagnostics=aux_kind == "data")
+        surgeon: Any = Bloop(params, lam=lam, rho=0.3, diagnostics=aux_kind == "data")
     else:
         surgeon = {"mixed": Mixed, "pcgrad": PCGrad, "dynamic_barrier": DynamicBarrier}[method](
             params, lam=0.5
@@ -95,10 +96,13 @@ def train(
             x, y, xa, ya = x.to(device), y.to(device), xa.to(device), ya.to(device)
             opt.zero_grad()
             main = nn.functional.mse_loss(model(x), y)
+            decay = sum(p.pow(2).sum() for p in params) / 2
             if aux_kind == "decay":
-                aux = sum(p.pow(2).sum() for p in params) / 2
+                aux: Any = decay
             else:
                 aux = nn.functional.mse_loss(model(xa), ya)
+            if aux_kind == "levels":  # two aux losses in priority order
+                aux = [aux, decay]
             surgeon.backward(main=main, aux=aux, scaler=grad_scaler)
             if grad_scaler is None:
                 opt.step()
@@ -111,17 +115,17 @@ def train(
     out: dict[str, Any] = {"params": [_full(p) for p in params], "calls": calls}
     if method != "bloop":
         return out
-    assert surgeon.ema is not None
-    out["ema"] = [_full(e) for e in surgeon.ema]
-    out["ema_types"] = [type(e).__name__ for e in surgeon.ema]
+    assert surgeon.emas is not None
+    out["ema"] = [_full(e) for level in surgeon.emas for e in level]
+    out["ema_types"] = [type(e).__name__ for level in surgeon.emas for e in level]
     out["coef"] = None if surgeon.diagnostics is None else float(surgeon.diagnostics.coef)
     if ckpt is not None and rank is not None:
         dcp.save({"surgeon": SurgeonState(surgeon)}, checkpoint_id=ckpt)
-        fresh = Bloop(list(_model(rank, world, device).parameters()), lam=0.5, rho=0.3)
+        fresh = Bloop(list(_model(rank, world, device).parameters()), lam=lam, rho=0.3)
         dcp.load({"surgeon": SurgeonState(fresh)}, checkpoint_id=ckpt)
-        assert fresh.ema is not None
-        out["restored_ema"] = [_full(e) for e in fresh.ema]
-        out["restored_types"] = [type(e).__name__ for e in fresh.ema]
+        assert fresh.emas is not None
+        out["restored_ema"] = [_full(e) for level in fresh.emas for e in level]
+        out["restored_types"] = [type(e).__name__ for level in fresh.emas for e in level]
         out["restored_step"] = fresh.step_count
     return out
 
@@ -134,5 +138,6 @@ def both(rank: int, world: int, ckpt: str, device: str = "cpu") -> dict[str, Any
         "decay": train(rank, world, "decay", ckpt, device),
         "data": train(rank, world, "data", device=device),
         "scaled": train(rank, world, "decay", device=device, scaler=True),
+        "levels": train(rank, world, "levels", ckpt + "-levels", device),
         **{m: train(rank, world, "data", device=device, method=m) for m in BASELINES},
     }

@@ -20,6 +20,9 @@ CONFIGS = [
     {"aux": "data", "ddp": False},
     {"aux": "data", "method": "mixed"},
     {"aux": "data", "scaler": True},
+    {"aux": "data", "k2": True},
+    {"aux": "data", "k2": True, "method": "mixed"},
+    {"aux": "data", "k2": True, "micro": 2, "no_sync": True},
 ]
 
 
@@ -49,11 +52,12 @@ def test_every_rank_equals_single_process(results: list[list[dict[str, Any]]], k
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize(("k", "per_step"), [(0, 1), (1, 1), (2, 1)])
+@pytest.mark.parametrize(("k", "per_step"), [(0, 1), (1, 1), (2, 1), (8, 1), (9, 1), (10, 1)])
 def test_one_collective_per_step(
     results: list[list[dict[str, Any]]], k: int, per_step: int
 ) -> None:
-    """Main and aux gradients travel together; a replicated aux and micro-batches add none."""
+    """Main and aux gradients (all K of them) travel together; a replicated aux and
+    micro-batches add none."""
     assert results[0][k]["calls"] == per_step * STEPS
 
 

@@ -29,6 +29,11 @@ class World:
     params: list[torch.Tensor]
     surgeon: Any = None
     call: Callable[[], object] | None = None
+    surgeon_state: Any = None
+
+
+_OTHER = torch.ones(2, requires_grad=True)
+"""A tensor outside every surgeon: losses of it reach none of the surgeon's parameters."""
 
 
 def _params() -> list[torch.Tensor]:
@@ -96,6 +101,7 @@ def construct(cls, params_fn=_params, **kw) -> Callable[[], World]:
 def on_primed(cls, action, *, pending: bool = False, **kw) -> Callable[[], World]:
     def setup():
         world = _primed(cls, **kw)
+        world.surgeon_state = world.surgeon.state_dict()
         if pending:  # one micro-batch accumulated, the final backward not yet called
             world.surgeon.backward(*_losses(world.params), accumulate=True)
         world.call = lambda: action(world)
@@ -264,6 +270,37 @@ for name, cls in CLASSES.items():
             ValueError,
             r"per-group 'lam' is not supported",
         ),
+        (
+            f"{name}-complex-param",
+            construct(cls, params_fn=lambda: [torch.zeros(3, dtype=torch.complex64)], lam=0.1),
+            TypeError,
+            r"torch\.complex64 .*complex parameters are not supported",
+        ),
+        (
+            f"{name}-foreach-int",
+            construct(cls, lam=0.1, foreach=1),
+            TypeError,
+            r"Invalid foreach=1: must be a bool",
+        ),
+        (
+            f"{name}-process-group-int",
+            construct(cls, lam=0.1, process_group=5),
+            ValueError,
+            r"Invalid process_group=5: must be 'auto', a ProcessGroup or None",
+        ),
+        (
+            f"{name}-process-group-str",
+            construct(cls, lam=0.1, process_group="world"),
+            ValueError,
+            r"Invalid process_group='world'",
+        ),
+        (f"{name}-lam-empty", construct(cls, lam=[]), ValueError, r"Invalid lam=\[\]"),
+        (
+            f"{name}-lam-list-with-negative",
+            construct(cls, lam=[0.1, -1.0] if cls.max_aux is None else [-1.0]),
+            ValueError,
+            r"Invalid lam=-1\.0",
+        ),
         # losses
         (
             f"{name}-main-not-scalar",
@@ -302,6 +339,24 @@ for name, cls in CLASSES.items():
             r"Non-finite main",
         ),
         # combine
+        (
+            f"{name}-loss-of-another-tensor",
+            on_primed(cls, _backward(lambda ps: (_OTHER.sum(), _losses(ps)[1]))),
+            ValueError,
+            r"Invalid main loss: it reaches none of the surgeon's 2 parameters",
+        ),
+        (
+            f"{name}-no-loss-reaches",
+            on_primed(cls, _backward(lambda ps: (_OTHER.sum(), _OTHER.pow(2).sum()))),
+            ValueError,
+            r"Invalid main and aux loss: it reaches none",
+        ),
+        (
+            f"{name}-aux-list-too-long",
+            on_primed(cls, _backward(lambda ps: (_losses(ps)[0], list(_losses(ps))))),
+            ValueError,
+            r"Invalid aux: got 2 auxiliary losses, the surgeon was built for 1",
+        ),
         (
             f"{name}-combine-length",
             on_primed(cls, _combine_with(lambda g: g[:1])),
@@ -376,6 +431,24 @@ for name, cls in CLASSES.items():
             r"missing keys \['hyperparameters'\]",
         ),
         (
+            f"{name}-load-bad-step-after-good-hyperparameters",
+            on_primed(cls, _load(lambda sd: {**_with_hp(lam=0.25)(sd), "step": -1})),
+            ValueError,
+            r"Invalid state_dict: step=-1 must be an int >= 0",
+        ),
+        (
+            f"{name}-load-step-not-int",
+            on_primed(cls, _load(lambda sd: {**_with_hp(lam=0.25)(sd), "step": "3"})),
+            ValueError,
+            r"Invalid state_dict: step='3'",
+        ),
+        (
+            f"{name}-load-pending",
+            on_primed(cls, lambda w: w.surgeon.load_state_dict(w.surgeon_state), pending=True),
+            RuntimeError,
+            r"load_state_dict\(\) called while micro-batches are pending",
+        ),
+        (
             f"{name}-load-not-a-dict",
             on_primed(cls, lambda w: w.surgeon.load_state_dict([1])),
             TypeError,
@@ -411,6 +484,18 @@ ROWS += [
     ("Bloop-rho-above-one", construct(Bloop, lam=0.1, rho=1.5), ValueError, r"Invalid rho=1\.5"),
     ("Bloop-rho-nan", construct(Bloop, lam=0.1, rho=math.nan), ValueError, r"Invalid rho=nan"),
     ("Bloop-rho-str", construct(Bloop, lam=0.1, rho="0.1"), TypeError, r"Invalid rho='0\.1'"),
+    (
+        "Bloop-rho-wrong-length",
+        construct(Bloop, lam=[0.1, 0.2], rho=[0.1]),
+        ValueError,
+        r"Invalid rho=\[0\.1\]: expected one value per EMA \(2\)",
+    ),
+    (
+        "Bloop-diagnostics-int",
+        construct(Bloop, lam=0.1, diagnostics=1),
+        TypeError,
+        r"Invalid diagnostics=1: must be a bool",
+    ),
     (
         "Bloop-ema-order-unknown",
         construct(Bloop, lam=0.1, ema_order="both"),
@@ -504,3 +589,27 @@ def test_non_finite_error_names_the_loss():
         world.surgeon.backward(*_nan_aux(world.params))
     assert "main" not in str(info.value).split("loss")[0]
     assert isinstance(info.value, RuntimeError)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+def test_non_finite_direction_is_caught_like_a_non_finite_gradient(name, nonfinite):
+    """Issue 11: lam = 1e308 with finite gradients used to write inf into .grad."""
+    params = _params()
+    surgeon = CLASSES[name](params, lam=1e308, nonfinite=nonfinite)
+    world = World(params, surgeon)
+    before = _snapshot(world)
+    if nonfinite == "raise":
+        with pytest.raises(NonFiniteGradientError, match=r"^Non-finite direction"):
+            surgeon.backward(*_losses(params))
+        after = _snapshot(world)
+    else:
+        surgeon.backward(*_losses(params))
+        after = _snapshot(world)
+        assert after["skipped"] == 1
+        after["skipped"] = before["skipped"]
+    assert _same(before, after), "the failed step changed something"
+    assert surgeon.step_count == 0 and all(p.grad is None for p in params)
+    surgeon.lam = 0.5  # and a sensible lam proceeds
+    surgeon.backward(*_losses(params))
+    assert surgeon.step_count == 1 and all(torch.isfinite(p.grad).all() for p in params)

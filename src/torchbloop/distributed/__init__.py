@@ -4,7 +4,6 @@ from .data_parallel import ProcessGroupArg, average_gradients_, data_parallel_gr
 from .sharded import (
     ShardedReducer,
     as_sharded_like,
-    gradients_through_backward,
     is_sharded,
     local,
     sharded_reducer,
@@ -16,7 +15,6 @@ __all__ = [
     "as_sharded_like",
     "average_gradients_",
     "data_parallel_group",
-    "gradients_through_backward",
     "is_sharded",
     "local",
     "sharded_reducer",

@@ -3,8 +3,9 @@
 DCP loads *in place*: it asks each object for a template ``state_dict()`` with every tensor
 already allocated, reads the checkpoint into it, and hands it back through
 ``load_state_dict``. A fresh :class:`~torchbloop.Bloop` has no EMA yet (it is created from the
-first gradient), so :class:`SurgeonState` presents a template in which the state tensors exist
-(zeros, with the dtype, device and sharding the surgeon would give them) and a flag that says
+first gradient), so :class:`SurgeonState` presents the surgeon's declared template
+(:meth:`~torchbloop.Surgeon.state_template`: zeros with the dtype, device and sharding the
+surgeon would give them, one per buffer of every level) and a flag that says
 whether the state was real. Under FSDP2 the EMA is a ``DTensor`` and every rank reads and writes
 its own shard. Integer state keys become strings for DCP and back.
 
@@ -76,10 +77,4 @@ class SurgeonState(Stateful):
 
 def _template_state(surgeon: Surgeon) -> dict[int, dict[str, Any]]:
     """Zero state tensors shaped as the surgeon would create them (none for stateless ones)."""
-    init = getattr(surgeon, "_init_ema", None)
-    if init is None:
-        return {}
-    from ..surgeons.bloop import EMA_KEY
-
-    ema = init([], [])
-    return {i: {EMA_KEY: e} for i, e in enumerate(ema)}
+    return surgeon.state_template()

@@ -25,7 +25,6 @@ from torch import Tensor
 __all__ = [
     "ShardedReducer",
     "as_sharded_like",
-    "gradients_through_backward",
     "is_sharded",
     "local",
     "sharded_reducer",
@@ -75,12 +74,12 @@ class ShardedReducer:
         return values
 
     def all_true(self, flag: Tensor) -> Tensor:
-        """Whether ``flag`` (0-dim bool) holds on every rank (one small ``all_reduce``)."""
-        value = flag.to(torch.float32).reshape(1)
+        """Whether each entry of ``flag`` (bool) holds on every rank (one small ``all_reduce``)."""
+        value = flag.to(torch.float32).reshape(-1)
         for group in self.groups:
             dist.all_reduce(value, op=dist.ReduceOp.MIN, group=group)
             self.calls += 1
-        return value[0] > 0
+        return (value > 0).reshape(flag.shape)
 
 
 def sharded_reducer(params: Sequence[Tensor]) -> ShardedReducer:
@@ -119,28 +118,3 @@ def as_sharded_like(values: Tensor, param: Tensor) -> Tensor:
         shape=param.shape,
         stride=param.stride(),
     )
-
-
-def gradients_through_backward(
-    params: Sequence[Tensor], main: Tensor, aux: Tensor
-) -> tuple[list[Tensor | None], list[Tensor | None]]:
-    """``(d main / d params, d aux / d params)`` read from ``.grad`` after real backward passes.
-
-    FSDP2 computes gradients of its unsharded parameters and reduce-scatters them into the
-    sharded ones in hooks that ``torch.autograd.grad`` never runs, so each loss gets its own
-    ``Tensor.backward`` (the first keeps the graph for the second). The parameters' existing
-    ``.grad`` are set aside meanwhile and put back afterwards.
-    """
-    live = [p for p in params if p.requires_grad]
-    saved = [p.grad for p in live]
-    grads: list[list[Tensor | None]] = []
-    try:
-        for loss, retain in ((main, True), (aux, False)):
-            for p in live:
-                p.grad = None
-            torch.autograd.backward(loss, retain_graph=retain)
-            grads.append([p.grad if p.requires_grad else None for p in params])
-    finally:
-        for p, g in zip(live, saved):
-            p.grad = g
-    return grads[0], grads[1]

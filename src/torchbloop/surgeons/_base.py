@@ -1,99 +1,151 @@
 """The surgeon base class: gradients in, one direction out, written to ``.grad``.
 
-A surgeon owns a list of parameters and the method's state. ``backward`` computes the main and
-auxiliary gradients, ``combine`` turns them into one direction (advancing the state), and the
-direction lands in ``.grad`` for any ``torch.optim`` optimizer to apply.
+A surgeon owns a list of parameters and the method's state. ``backward`` is a short pipeline of
+named stages (:mod:`._stages`): check the losses, capture one gradient list per loss, unscale,
+accumulate micro-batches, average over data-parallel ranks, then the surgery (finiteness and
+the method's combination) and the write into ``.grad``. ``combine`` enters the same surgery
+with gradients the caller already has. The method itself is a formula of the functional
+contract (:class:`~torchbloop.functional.Formula`: the inner products it needs, its
+coefficients) plus the declaration of its state (:meth:`Surgeon.state_spec`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
+import torch.distributed as dist
 from torch import Tensor
 
 from .._validation import (
     NonFiniteGradientError,
     ParamsT,
     check_choice,
+    check_flag,
     check_grad_list,
-    check_lam,
-    check_loss,
+    check_lams,
     collect_params,
 )
-from ..amp import autocast_disabled, loss_scale, poison_, rescale_, unscale_
-from ..distributed.data_parallel import ProcessGroupArg, average_gradients_, data_parallel_group
+from ..amp import autocast_disabled, loss_scale, poison_
+from ..distributed.data_parallel import ProcessGroupArg, data_parallel_group
 from ..distributed.sharded import (
     ShardedReducer,
     as_sharded_like,
-    gradients_through_backward,
     is_sharded,
     local,
     sharded_reducer,
 )
-from ._finite import all_finite
-from ._gradients import GradList, accumulate_, autograd_gradients, dense
+from . import _stages as stages
+from ..functional import Formula, StepResult, SurgeryStep
+from ._finite import check_step
+from ._gradients import GradList, dense
+from ._state import SCALARS, StateSpec, check_count
 
 NonFinite = Literal["raise", "skip"]
 
 STATE = "state"
 STEP = "step"
+SKIPPED = "skipped_steps"
 HYPERPARAMETERS = "hyperparameters"
 PARAM_GROUPS = "param_groups"
 METHOD = "method"
 
 
+def check_process_group(value: object) -> ProcessGroupArg:
+    """``"auto"``, ``None`` or a ``torch.distributed.ProcessGroup``."""
+    if value is None or value == "auto":
+        return value  # type: ignore[return-value]
+    if isinstance(value, str) or not (
+        dist.is_available() and isinstance(value, dist.ProcessGroup)
+    ):
+        raise ValueError(
+            f"Invalid process_group={value!r}: must be 'auto', a ProcessGroup or None"
+        )
+    return value
+
+
 class Surgeon(ABC):
     """Base class of all surgeons (``Bloop``, ``Mixed``, ``PCGrad``, ``DynamicBarrier``).
 
-    Subclasses compute the direction from aligned lists of dense main and auxiliary gradients
-    (:meth:`_direction`); this class handles parameters, gradient computation, gradient
+    A method is its :class:`~torchbloop.functional.Formula` (:meth:`_formula`, interface B),
+    its hyperparameters (:meth:`_hyper`) and, if it keeps state, the declaration of its
+    buffers (:meth:`state_spec`); this class handles parameters, gradient capture,
     accumulation, missing gradients, finiteness checks, ``.grad`` and the state dict.
+    :func:`surgeon_for` builds the surgeon of a stateless formula with no code at all.
 
     Distributed training: with ``process_group="auto"`` (the default) and an initialised process
     group of several ranks, :meth:`backward` averages the gradients over the ranks itself (one
-    collective; see :mod:`torchbloop.distributed.data_parallel`), so a model wrapped in
-    ``DistributedDataParallel`` trains as in one process. Pass ``process_group=None`` when the
-    ranks must not be averaged (e.g. independent runs), or a group to average over that group.
-    Sharded (FSDP2/DTensor) parameters are detected and handled by subclasses that set
+    collective for all losses; see :mod:`torchbloop.distributed.data_parallel`), so a model
+    wrapped in ``DistributedDataParallel`` trains as in one process. Pass ``process_group=None``
+    when the ranks must not be averaged (e.g. independent runs), or a group to average over that
+    group. Sharded (FSDP2/DTensor) parameters are detected and handled by subclasses that set
     ``_supports_sharding`` (see :mod:`torchbloop.distributed.sharded`).
+
+    Each call of :meth:`backward` or :meth:`combine` is one step of the method: it advances the
+    method's state (Bloop's EMA). An optimizer that evaluates its closure several times per
+    step (``torch.optim.LBFGS``) therefore advances the state once per closure call.
     """
 
-    _supports_sharding: ClassVar[bool] = False
-    """Whether :meth:`_direction` passes ``self._reduce`` to every inner product it computes."""
+    _supports_sharding: ClassVar[bool] = True
+    """Whether the method works on sharded (DTensor) parameters (every formula does: its
+    inner products are reduced over the mesh by the contract)."""
+    max_aux: ClassVar[int | None] = None
+    """How many auxiliary losses the method takes (``None``: any number K)."""
 
     def __init__(
         self,
         params: ParamsT,
         *,
-        lam: float,
+        lam: float | Sequence[float],
         foreach: bool = True,
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
     ) -> None:
         self.param_groups, self._params = collect_params(params)
-        self._lam = check_lam(lam)
-        if not isinstance(foreach, bool):
-            raise TypeError(f"Invalid foreach={foreach!r}: must be a bool")
-        self.foreach = foreach
+        self._lams = self._check_lam(lam)
+        self._lam_is_float = len(self._lams) == 1 and not isinstance(lam, Sequence)
+        self.foreach = check_flag("foreach", foreach)
         self.nonfinite: NonFinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))  # type: ignore[assignment]
+        self.process_group: ProcessGroupArg = check_process_group(process_group)
         self.step_count = 0
         self.skipped_steps = 0
-        self._acc_main: GradList | None = None
-        self._acc_aux: GradList | None = None
-        data_parallel_group(process_group if isinstance(process_group, str) else None)  # validates
-        self.process_group: ProcessGroupArg = process_group
+        self._accumulator = stages.Accumulator()
         self._reduce: ShardedReducer | None = None
 
     # ------------------------------------------------------------------ hyperparameters
+    def _check_lam(self, lam: object) -> tuple[float, ...]:
+        lams = check_lams(lam)
+        if self.max_aux is not None and len(lams) > self.max_aux:
+            raise ValueError(
+                f"Invalid lam={list(lams)!r}: {type(self).__name__} takes at most "
+                f"{self.max_aux} auxiliary loss(es); use Bloop or Mixed for several"
+            )
+        if hasattr(self, "_lams") and len(lams) != len(self._lams):
+            raise ValueError(
+                f"Invalid lam={lam!r}: this surgeon was built for {len(self._lams)} auxiliary "
+                "losses; give as many weights"
+            )
+        return lams
+
     @property
-    def lam(self) -> float:
-        """``lam >= 0``, the weight of the (processed) auxiliary gradient; may be changed."""
-        return self._lam
+    def num_aux(self) -> int:
+        """K, the number of auxiliary losses (one weight each)."""
+        return len(self._lams)
+
+    @property
+    def lam(self) -> Any:
+        """The aux weights ``lam >= 0``: a float (one aux loss) or a tuple of K; may be changed."""
+        return self._lams[0] if self._lam_is_float else self._lams
 
     @lam.setter
-    def lam(self, value: float) -> None:
-        self._lam = check_lam(value)
+    def lam(self, value: float | Sequence[float]) -> None:
+        self._lams = self._check_lam(value)
+
+    @property
+    def lams(self) -> tuple[float, ...]:
+        """The K aux weights as a tuple, whatever form ``lam`` was given in."""
+        return self._lams
 
     @property
     def params(self) -> list[Tensor]:
@@ -102,7 +154,7 @@ class Surgeon(ABC):
 
     def hyperparameters(self) -> dict[str, Any]:
         """The method's hyperparameters (saved in and restored from the state dict)."""
-        return {"lam": self._lam}
+        return {"lam": self._lams[0] if self._lam_is_float else list(self._lams)}
 
     def _set_hyperparameters(self, hp: dict[str, Any]) -> None:
         self.lam = hp["lam"]
@@ -111,32 +163,25 @@ class Surgeon(ABC):
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({len(self._params)} tensors, {hp})"
 
-    # ------------------------------------------------------------------ gradients
-    def _compute_gradients(self, main: Tensor, aux: Tensor) -> tuple[GradList, GradList]:
-        """``(d main / d params, d aux / d params)``, ``None`` where a loss does not reach."""
-        return autograd_gradients(self._params, main, aux)
-
-    def _compute_gradients_with_backward(
-        self, main: Tensor, aux: Tensor
-    ) -> tuple[GradList, GradList]:
-        """Both gradients through ``Tensor.backward`` (FSDP2 reduce-scatters in its hooks)."""
-        return gradients_through_backward(self._params, main, aux)
-
+    # ------------------------------------------------------------------ the pipeline
     def backward(
         self,
         main: Tensor,
-        aux: Tensor,
+        aux: Tensor | Sequence[Tensor],
         *,
         accumulate: bool = False,
         scaler: Any = None,
         aux_replicated: bool = False,
+        allow_unused: bool = False,
     ) -> None:
-        """Compute both gradients and leave the combined direction in each ``.grad``.
+        """Compute every loss's gradient and leave the combined direction in each ``.grad``.
 
-        The two losses may share one forward graph or come from two forward passes. A parameter
-        that only one loss reaches counts as a zero gradient for the other; one that neither
-        reaches takes no part in the step (its ``.grad`` and state are left as they are).
-        ``.grad`` is *replaced* by the direction (not added to).
+        The losses may share one forward graph or come from separate forward passes. A
+        parameter that only some losses reach counts as a zero gradient for the others; one
+        that no loss reaches takes no part in the step (its ``.grad`` and state are left as
+        they are). ``.grad`` is *replaced* by the direction (not added to), keeping its memory
+        format. Gradients are captured with ``Tensor.backward`` (``.grad`` set aside and
+        restored), so reentrant activation checkpointing gives exact gradients.
 
         Gradient accumulation: call ``backward(..., accumulate=True)`` for every micro-batch
         but the last and ``backward(...)`` for the last one, with each loss divided by the
@@ -149,183 +194,230 @@ class Surgeon(ABC):
         ``.grad`` holds the scaled direction, the state sees unscaled gradients, and an overflow
         step changes no state and is skipped by the scaler (see :mod:`torchbloop.amp`).
 
-        Data parallelism: with an initialised process group the gradients are averaged over
-        the ranks in one collective before they are combined (see ``process_group``).
+        Data parallelism: with an initialised process group the gradients of all losses are
+        averaged over the ranks in one collective before they are combined (see
+        ``process_group``).
 
         Args:
             main: the main loss (a scalar tensor that requires grad).
-            aux: the auxiliary loss (likewise).
+            aux: the auxiliary loss, or a list of K of them in priority order (one per lam).
             accumulate: only accumulate this micro-batch's gradients.
             scaler: a ``torch.amp.GradScaler`` (or ``None``).
-            aux_replicated: the auxiliary loss is the same on every rank (it depends on the
-                parameters only, e.g. weight decay), so its gradient is not communicated.
+            aux_replicated: the auxiliary losses are the same on every rank (they depend on
+                the parameters only, e.g. weight decay), so their gradients are not communicated.
+            allow_unused: accept a loss that reaches none of the parameters (its gradient is
+                zero) as long as another loss reaches some.
 
         Raises:
-            TypeError, ValueError: a loss is not a scalar tensor requiring grad; a gradient is sparse.
-            NonFiniteGradientError: a loss or gradient is inf/NaN and ``nonfinite="raise"``
-                (never with a scaler).
+            TypeError, ValueError: a loss is not a scalar tensor requiring grad, a loss reaches
+                none of the parameters, or a gradient is sparse.
+            NonFiniteGradientError: a loss, gradient or the direction is inf/NaN and
+                ``nonfinite="raise"`` (never with a scaler).
         """
-        check_loss("main", main)
-        check_loss("aux", aux)
-        scale = loss_scale(scaler, main.device)
-        sharded = is_sharded(self._params)
-        if sharded and not self._supports_sharding:
-            raise NotImplementedError(
-                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters (its _direction must pass reduce=self._reduce to every inner product and set _supports_sharding = True)"
-            )
-        losses = (main, aux) if scale is None else (main * scale, aux * scale)
-        if sharded:
-            g_main, g_aux = self._compute_gradients_with_backward(*losses)
-        else:
-            g_main, g_aux = self._compute_gradients(*losses)
-        check_grad_list("main gradient", g_main, self._params)
-        check_grad_list("aux gradient", g_aux, self._params)
-        if scale is not None:
-            unscale_(g_main, scale)
-            unscale_(g_aux, scale)
-        if self._acc_main is not None and self._acc_aux is not None:
-            g_main = accumulate_(self._acc_main, g_main)
-            g_aux = accumulate_(self._acc_aux, g_aux)
+        losses = stages.check_losses(main, aux, self.num_aux)
+        sharded = self._sharded()
+        scale = loss_scale(scaler, losses[0].device)
+        scaled = losses if scale is None else [loss * scale for loss in losses]
+        grads = stages.capture(self._params, scaled, allow_unused=allow_unused)
+        stages.unscale(grads, scale)
+        grads = self._accumulator.add(grads)
         if accumulate:
-            self._acc_main, self._acc_aux = g_main, g_aux
+            self._accumulator.hold(grads)
             return
-        had_pending = self._acc_main is not None
-        self._acc_main = self._acc_aux = None
+        had_pending = self._accumulator.clear()
         group = None if sharded else data_parallel_group(self.process_group)
-        checked: tuple[Tensor, Tensor] | None = (main, aux)
-        if group is not None:
-            averaged = average_gradients_(
-                [g_main] if aux_replicated else [g_main, g_aux], self._params, group
-            )
-            g_main, g_aux = averaged[0], g_aux if aux_replicated else averaged[1]
-            checked = None  # losses differ between ranks; the averaged gradients do not
-        skipped = self.skipped_steps
+        grads = stages.all_reduce(
+            grads, self._params, group, replicated=[False] + [aux_replicated] * self.num_aux
+        )
+        checked = losses if group is None else None  # losses differ between ranks
         try:
-            with autocast_disabled(self._params):
-                directions = self._combine_owned(
-                    g_main, g_aux, losses=checked, skip_nonfinite=scale is not None
-                )
+            directions = self._surgery(
+                grads, checked, skip_nonfinite=scale is not None, owned=True
+            )
         except NonFiniteGradientError as error:
             if had_pending:  # the micro-batches summed so far cannot be told apart any more
                 raise NonFiniteGradientError(
                     f"{error} The pending micro-batches were discarded."
                 ) from None
             raise
-        if scale is not None and self.skipped_steps != skipped:
-            poison_(self._params, [a if a is not None else b for a, b in zip(g_main, g_aux)])
+        if directions is None:
+            if scale is not None:
+                poison_(self._params, [_first(g[i] for g in grads) for i in range(len(grads[0]))])
             return
-        if scale is not None:
-            rescale_(directions, scale)
-        for p, d in zip(self._params, directions):
-            if d is None:
-                continue
-            if p.grad is None:
-                p.grad = d
-            else:
-                p.grad.copy_(d)
+        stages.write_grad(self._params, directions, scale)
 
     @property
     def pending_micro_batches(self) -> bool:
         """True between an ``accumulate=True`` call and the final ``backward``."""
-        return self._acc_main is not None
+        return self._accumulator.pending is not None
 
-    def combine(self, main_grads: GradList, aux_grads: GradList) -> GradList:
+    def combine(
+        self, main_grads: GradList, aux_grads: GradList | Sequence[GradList]
+    ) -> GradList:
         """The direction for gradients the caller already has; advances the state like ``backward``.
 
         Args:
             main_grads: one entry per parameter (``None`` meaning zero), dense, of the
                 parameter's shape, dtype and device.
-            aux_grads: likewise for the auxiliary loss.
+            aux_grads: likewise for the auxiliary loss; with K auxiliary losses a list of K
+                such lists, in priority order.
 
         Returns:
-            One direction per parameter (new tensors; the inputs are not modified), ``None``
-            where both gradients are ``None``.
+            One direction per parameter (new tensors; the inputs are neither modified nor
+            copied, and gradients that require grad are detached), ``None`` where every
+            gradient is ``None``. ``None`` everywhere when the step was skipped
+            (``nonfinite="skip"``).
         """
-        main_list = check_grad_list("main_grads", main_grads, self._params)
-        aux_list = check_grad_list("aux_grads", aux_grads, self._params)
+        nested = (
+            isinstance(aux_grads, Sequence)
+            and len(aux_grads) > 0
+            and not isinstance(aux_grads[0], Tensor)
+            and aux_grads[0] is not None
+            and isinstance(aux_grads[0], Sequence)
+        )
+        aux_lists = list(aux_grads) if nested else [aux_grads]
+        if len(aux_lists) != self.num_aux:
+            raise ValueError(
+                f"Invalid aux_grads: got {len(aux_lists)} gradient lists, the surgeon was built "
+                f"for {self.num_aux} auxiliary losses"
+            )
+        names = stages.loss_names(self.num_aux)
+        grads = [
+            check_grad_list(f"{name}_grads", g, self._params)
+            for name, g in zip(names, [main_grads, *aux_lists])
+        ]
         if self.pending_micro_batches:
             raise RuntimeError(
                 "combine() called while micro-batches are pending; finish with backward()"
             )
-        main_copy: GradList = [None if g is None else g.clone() for g in main_list]
-        aux_copy: GradList = [None if g is None else g.clone() for g in aux_list]
-        return self._combine_owned(main_copy, aux_copy, losses=None)
+        self._sharded()
+        grads = [[None if g is None else g.detach() for g in gs] for gs in grads]
+        out = self._surgery(grads, None, owned=False)
+        return [None] * len(self._params) if out is None else out
 
-    def _combine_owned(
-        self,
-        g_main: GradList,
-        g_aux: GradList,
-        losses: tuple[Tensor, Tensor] | None,
-        skip_nonfinite: bool = False,
-    ) -> GradList:
-        """Combine gradients the surgeon owns (it may overwrite them).
-
-        Sharded (DTensor) gradients are combined on their local shards, with ``self._reduce``
-        summing inner products over the mesh; the directions are DTensors again.
-        """
-        index = [
-            i for i, (gm, ga) in enumerate(zip(g_main, g_aux)) if gm is not None or ga is not None
-        ]
-        main = [dense(g_main[i], self._params[i]) for i in index]
-        aux = [dense(g_aux[i], self._params[i]) for i in index]
+    def _sharded(self) -> bool:
         sharded = is_sharded(self._params)
         if sharded and not self._supports_sharding:
             raise NotImplementedError(
-                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters (its _direction must pass reduce=self._reduce to every inner product and set _supports_sharding = True)"
+                f"{type(self).__name__} does not support sharded (DTensor/FSDP2) parameters "
+                "(set _supports_sharding = True once it does)"
             )
+        return sharded
+
+    def _surgery(
+        self,
+        grads: list[GradList],
+        losses: Sequence[Tensor] | None,
+        *,
+        skip_nonfinite: bool = False,
+        owned: bool,
+    ) -> GradList | None:
+        """Finiteness and the method's combination (interface B); ``None`` when skipped.
+
+        One :class:`~torchbloop.functional.SurgeryStep`: pass 1 computes the Gram matrix the
+        method needs and every gradient's squared norm; the finiteness check reads those norms,
+        the losses and a bound on the outputs (one host synchronisation, see
+        :func:`~._finite.check_step`); pass 2 writes the direction and the new state. With
+        ``owned`` the gradients belong to the surgeon and the direction is written into the
+        main gradient list (the same rounding as new tensors); otherwise they are only read
+        and the direction goes into new tensors. Sharded (DTensor) gradients are combined on their local shards (the Gram summed
+        over the mesh); the directions are DTensors again.
+        """
+        n = len(self._params)
+        index = [i for i in range(n) if any(g[i] is not None for g in grads)]
+        if not index:  # nothing reached any parameter (combine() with all None)
+            self.step_count += 1
+            return [None] * n
+        lists = [[dense(g[i], self._params[i]) for i in index] for g in grads]
+        sharded = is_sharded(self._params)
         self._reduce = sharded_reducer(self._params) if sharded else None
         if sharded:
-            main, aux = [local(g) for g in main], [local(g) for g in aux]
-        if not self._all_finite(main, aux, losses, skip=skip_nonfinite):
-            self.skipped_steps += 1
-            return [None] * len(self._params)
-        directions = self._direction(main, aux, index) if index else []
+            lists = [[local(t) for t in ts] for ts in lists]
+        with autocast_disabled(self._params):
+            state, fresh = self._step_state(lists, index)
+            step = SurgeryStep(
+                self._formula(),
+                lists,
+                state,
+                hyper=self._hyper(),
+                out=lists[0] if owned else None,
+                reduce=self._reduce,
+                foreach=self.foreach,
+                kernel=self.foreach,
+            )
+            finite = check_step(
+                step,
+                lists,
+                losses,
+                stages.loss_names(self.num_aux),
+                raise_error=not (skip_nonfinite or self.nonfinite == "skip"),
+                reduce=self._reduce,
+            )
+            if not finite:
+                self.skipped_steps += 1
+                self._on_skipped_step()
+                return None
+            result = step.apply()
+            self._commit_state(fresh)
+            self._after_step(step, result)
+        directions = result.direction
         if sharded:
             directions = [as_sharded_like(d, self._params[i]) for i, d in zip(index, directions)]
         self.step_count += 1
-        out: GradList = [None] * len(self._params)
+        out: GradList = [None] * n
         for i, d in zip(index, directions):
             out[i] = d
         return out
 
-    def _all_finite(
-        self,
-        main: list[Tensor],
-        aux: list[Tensor],
-        losses: tuple[Tensor, Tensor] | None,
-        skip: bool = False,
-    ) -> bool:
-        """One host synchronisation: are the losses and all gradients finite? (see :func:`all_finite`)"""
-        return all_finite(
-            main,
-            aux,
-            losses,
-            raise_error=not (skip or self.nonfinite == "skip"),
-            reduce=self._reduce,
-            device=local(self._params[0]).device,
-        )
-
+    # ------------------------------------------------------------------ the method
     @abstractmethod
-    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
-        """The direction for the parameters ``index`` (may overwrite ``main``/``aux``)."""
+    def _formula(self) -> Formula:
+        """The method's :class:`~torchbloop.functional.Formula` (interface B)."""
+
+    def _hyper(self) -> dict[str, Any]:
+        """The hyperparameters handed to the formula (``lam``: one value or one per level)."""
+        return {"lam": self._lams[0] if self.num_aux == 1 else list(self._lams)}
+
+    def _step_state(
+        self, grads: list[list[Tensor]], index: list[int]
+    ) -> tuple[list[list[Tensor]], list[list[Tensor]] | None]:
+        """The state lists of this step (local shards at ``index``), and new buffers to keep
+        if the step succeeds (``None`` when the existing ones are used)."""
+        del grads, index
+        return [], None
+
+    def _commit_state(self, fresh: list[list[Tensor]] | None) -> None:
+        """Keep the buffers :meth:`_step_state` created, once the step has happened."""
+        if fresh is not None:
+            self._set_state_lists(fresh)
+
+    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
+        """Hook after a step (e.g. diagnostics from the Gram and the formula's info)."""
+
+    def _on_skipped_step(self) -> None:
+        """Hook for a step skipped as non-finite (e.g. to mark diagnostics)."""
 
     # ------------------------------------------------------------------ state
-    def _method_state(self) -> dict[int, dict[str, Tensor]]:
-        """Per-parameter state tensors, keyed by parameter index (none by default)."""
-        return {}
+    def state_spec(self) -> StateSpec:
+        """The method's per-parameter state buffers (none by default)."""
+        return StateSpec()
 
-    def _load_method_state(self, state: dict[int, dict[str, Tensor]]) -> None:
-        """Install per-parameter state already validated by :meth:`_check_method_state`."""
-        del state  # stateless methods keep nothing
+    def _state_lists(self) -> list[list[Tensor]] | None:
+        """The state buffers, one list per key of :meth:`state_spec` (``None``: not created yet)."""
+        return None
 
-    def _check_method_state(
-        self, state: dict[int, dict[str, Tensor]]
-    ) -> dict[int, dict[str, Tensor]]:
-        if state:
-            raise ValueError(
-                f"Invalid state_dict: {type(self).__name__} keeps no per-parameter state"
-            )
-        return {}
+    def _set_state_lists(self, lists: list[list[Tensor]] | None) -> None:
+        """Install buffers already validated by :meth:`StateSpec.from_dict`."""
+        del lists  # stateless methods keep nothing
+
+    def state_template(self) -> dict[int, dict[str, Tensor]]:
+        """Zero state buffers shaped, typed and sharded as the surgeon would create them.
+
+        What ``torch.distributed.checkpoint`` loads into (see
+        :class:`torchbloop.distributed.checkpoint.SurgeonState`); empty for stateless methods.
+        """
+        spec = self.state_spec()
+        return spec.to_dict(spec.zeros(self._params))
 
     def state_dict(self) -> dict[str, Any]:
         """The surgeon's state: plain tensors, numbers and strings (``weights_only`` loadable)."""
@@ -339,19 +431,29 @@ class Surgeon(ABC):
             n = len(group["params"])
             groups.append({"params": list(range(index, index + n))})
             index += n
+        lists = self._state_lists()
+        state = {} if lists is None else self.state_spec().to_dict(lists)
         return {
             METHOD: type(self).__name__,
             STEP: self.step_count,
-            "skipped_steps": self.skipped_steps,
+            SKIPPED: self.skipped_steps,
             HYPERPARAMETERS: self.hyperparameters(),
             PARAM_GROUPS: groups,
-            STATE: {
-                i: {k: v.clone() for k, v in s.items()} for i, s in self._method_state().items()
-            },
+            STATE: {i: {k: v.clone() for k, v in s.items()} for i, s in state.items()},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a state saved by :meth:`state_dict`; validates everything before changing anything."""
+        """Restore a state saved by :meth:`state_dict`; validates everything before changing anything.
+
+        Raises:
+            TypeError, ValueError: the state dict does not fit this surgeon (nothing changed).
+            RuntimeError: micro-batches are pending.
+        """
+        if self.pending_micro_batches:
+            raise RuntimeError(
+                "load_state_dict() called while micro-batches are pending; finish the step with "
+                "backward() first"
+            )
         if not isinstance(state_dict, dict):
             raise TypeError(f"Invalid state_dict: expected a dict, got {type(state_dict).__name__}")
         missing = {METHOD, STEP, HYPERPARAMETERS, PARAM_GROUPS, STATE} - set(state_dict)
@@ -361,14 +463,21 @@ class Surgeon(ABC):
             raise ValueError(
                 f"Invalid state_dict: it was saved by {state_dict[METHOD]}, not {type(self).__name__}"
             )
-        sizes = [len(g["params"]) for g in state_dict[PARAM_GROUPS]]
+        groups = state_dict[PARAM_GROUPS]
+        if not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+        ):
+            raise ValueError("Invalid state_dict: param_groups must be a list of {'params': [...]}")
+        sizes = [len(g["params"]) for g in groups]
         if sizes != [len(g["params"]) for g in self.param_groups]:
             raise ValueError(
                 f"Invalid state_dict: parameter groups of sizes {sizes} do not fit this surgeon's "
                 f"{[len(g['params']) for g in self.param_groups]}"
             )
-        probe = type(self).__new__(type(self))
-        probe.__dict__.update(self.__dict__)
+        counts = {
+            name: check_count(name, state_dict.get(name, 0 if name == SKIPPED else None))
+            for name in SCALARS
+        }
         hp = state_dict[HYPERPARAMETERS]
         lacking = sorted(set(self.hyperparameters()) - set(hp)) if isinstance(hp, dict) else None
         if lacking != []:
@@ -376,9 +485,52 @@ class Surgeon(ABC):
                 f"Invalid state_dict: hyperparameters {hp!r} lack {lacking}; "
                 f"expected the keys {sorted(self.hyperparameters())}"
             )
-        probe._set_hyperparameters(dict(hp))  # validates
-        state = self._check_method_state(dict(state_dict[STATE]))
+        probe = type(self).__new__(type(self))
+        probe.__dict__.update(self.__dict__)
+        probe._set_hyperparameters(dict(hp))  # validates on a copy
+        lists = self.state_spec().from_dict(state_dict[STATE], self._params)  # validates
         self.__dict__.update(probe.__dict__)
-        self.step_count = int(state_dict[STEP])
-        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
-        self._load_method_state(state)
+        self.step_count = counts[STEP]
+        self.skipped_steps = counts[SKIPPED]
+        self._set_state_lists(lists)
+
+
+def surgeon_for(formula: Formula, name: str, *, max_aux: int | None = 1) -> type[Surgeon]:
+    """The surgeon class of a stateless formula: ``cls(params, *, lam, foreach, nonfinite,
+    process_group)``, with every part of :class:`Surgeon` (backward, accumulation, scaler,
+    DDP/FSDP2, checkpoints); its state dicts are saved under ``name``.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import MixedFormula
+        >>> Plain = surgeon_for(MixedFormula(), "PlainSum")
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        >>> Plain([w], lam=0.5).backward(main=w.sum(), aux=w.pow(2).sum() / 2)
+        >>> w.grad, Plain.__name__
+        (tensor([1.5000, 2.0000]), 'PlainSum')
+    """
+
+    def _formula(self: Surgeon) -> Formula:
+        del self
+        return formula
+
+    return type(
+        name,
+        (Surgeon,),
+        {
+            "_formula": _formula,
+            "max_aux": max_aux,
+            "__doc__": f"The surgeon of the formula {formula.name!r} (see :func:`surgeon_for`).",
+            "__module__": __name__,
+        },
+    )
+
+
+def _first(values: Any) -> Tensor | None:
+    for v in values:
+        if v is not None:
+            return v  # type: ignore[no-any-return]
+    return None
+
+
+__all__ = ["NonFinite", "Surgeon", "check_process_group", "surgeon_for"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from .._validation import NonFiniteGradientError
 from ..distributed.sharded import local
+from ..functional import SurgeryStep
 
 
 class _AllTrue(Protocol):
@@ -34,40 +36,65 @@ def finite_flag(
     return torch.cat([p.to(device) for p in parts]).isfinite().all()
 
 
-def all_finite(
-    main: list[Tensor],
-    aux: list[Tensor],
-    losses: tuple[Tensor, Tensor] | None,
+def check_step(
+    step: SurgeryStep,
+    grads: Sequence[list[Tensor]],
+    losses: Sequence[Tensor] | None,
+    names: Sequence[str],
     *,
     raise_error: bool,
     reduce: _AllTrue | None,
-    device: torch.device,
 ) -> bool:
-    """Whether the step's losses and gradients are all finite (agreed over the mesh if sharded).
+    """Whether a step may proceed: its losses, gradients AND outputs are all finite.
 
-    One host synchronisation (and, sharded, one small collective) when they are; a "no" from
-    the fast check is confirmed with the exact one before anything is raised or skipped.
+    Read from the step's first pass: every gradient's squared norm (float64, from the Gram)
+    and a bound on the direction and the new state (:meth:`SurgeryStep.surely_finite`), plus
+    the losses: one host synchronisation (and, sharded, one small collective) when all is
+    well. A "no" is confirmed exactly before anything is raised or skipped: the gradients by
+    their max-abs norms (a float64 sum of squares overflows only beyond ~1e154), the outputs by
+    computing them aside (:meth:`SurgeryStep.outputs_finite`), so a huge ``lam`` that would
+    overflow the direction is caught like a non-finite gradient.
 
     Raises:
-        NonFiniteGradientError: when they are not and ``raise_error``; the message names the
-            loss (main, aux) whose loss or gradient is inf/NaN.
+        NonFiniteGradientError: when something is not finite and ``raise_error``; the message
+            names the loss whose value or gradient is inf/NaN, or says the direction is.
     """
-    for exact in (False, True):
-        flags = {
-            "main": finite_flag(main, losses[0] if losses else None, device, exact=exact),
-            "aux": finite_flag(aux, losses[1] if losses else None, device, exact=exact),
-        }
-        ok = torch.stack(list(flags.values())).all()
-        if reduce is not None:
-            ok = reduce.all_true(ok)
-        if bool(ok):
-            return True
-    if not raise_error:
-        return False
-    bad = [name for name, flag in flags.items() if not bool(flag)] or [
-        "main or aux (on another rank)"
-    ]
-    raise NonFiniteGradientError(
-        f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was changed. "
-        "Pass nonfinite='skip' to skip such steps instead."
+    sq = step.sq_norms()
+    per_loss = torch.isfinite(sq)
+    if losses is not None:
+        values = torch.stack([local(loss.detach()).to(sq.device, torch.float64) for loss in losses])
+        per_loss = per_loss & torch.isfinite(values.reshape(-1))
+    flags = torch.cat([per_loss, step.surely_finite().reshape(1)])
+    if reduce is not None:
+        flags = reduce.all_true(flags)
+    if bool(flags.all()):
+        return True
+    device = sq.device
+    exact = torch.stack(
+        [
+            finite_flag(list(g), losses[i] if losses else None, device, exact=True)
+            for i, g in enumerate(grads)
+        ]
     )
+    if reduce is not None:
+        exact = reduce.all_true(exact)
+    bad = [name for name, ok in zip(names, exact.tolist()) if not ok]
+    if bad:
+        if raise_error:
+            raise NonFiniteGradientError(
+                f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was "
+                "changed. Pass nonfinite='skip' to skip such steps instead."
+            )
+        return False
+    outputs = torch.tensor(step.outputs_finite(), device=device)
+    if reduce is not None:
+        outputs = reduce.all_true(outputs)
+    if bool(outputs):
+        return True
+    if raise_error:
+        raise NonFiniteGradientError(
+            "Non-finite direction (inf or NaN) from finite losses and gradients: a weight (lam) "
+            "too large for these gradients; nothing was changed. Pass nonfinite='skip' to skip "
+            "such steps instead."
+        )
+    return False

@@ -1,4 +1,11 @@
-"""Gradient plumbing for the surgeons: computing, owning, densifying and accumulating."""
+"""Gradient capture and bookkeeping for the surgeons: one gradient list per loss.
+
+Gradients are captured through ordinary ``Tensor.backward`` calls, one per loss, with each
+parameter's ``.grad`` set aside before and put back after. ``backward`` (unlike
+``torch.autograd.grad``) is what reentrant activation checkpointing
+(``torch.utils.checkpoint.checkpoint(..., use_reentrant=True)``) and FSDP2's reduce-scatter
+hooks are built for, so the gradients are exact under both.
+"""
 
 from __future__ import annotations
 
@@ -11,49 +18,42 @@ GradList = list[Tensor | None]
 """One gradient per parameter, ``None`` where a loss does not reach the parameter."""
 
 
-def autograd_gradients(
-    params: Sequence[Tensor], main: Tensor, aux: Tensor
-) -> tuple[GradList, GradList]:
-    """``(d main / d params, d aux / d params)`` with ``torch.autograd.grad``; ``None`` where unused.
+def capture_gradients(params: Sequence[Tensor], losses: Sequence[Tensor]) -> list[GradList]:
+    """``d loss / d params`` for each loss, through ``Tensor.backward``; ``None`` where unused.
 
-    ``.grad`` is not touched. The main graph is retained so that both losses may share one
-    forward pass. Parameters that do not require grad get ``None``.
+    The losses may share one forward graph (it is kept until the last loss). What the
+    parameters' ``.grad`` held before is restored afterwards, also when a backward pass raises.
+    The passes are plain ones (no ``inputs=``: autograd would prune a reentrant checkpoint's
+    segment, whose parameters are not edges of the graph), so tensors OUTSIDE ``params`` that
+    a loss reaches get that loss's gradient accumulated into their ``.grad``, as
+    ``loss.backward()`` would.
+
+    Args:
+        params: the surgeon's parameters.
+        losses: scalar losses, main first.
+
+    Returns:
+        One list per loss, aligned with ``params``.
     """
-    live = [i for i, p in enumerate(params) if p.requires_grad]
-    full_main: GradList = [None] * len(params)
-    full_aux: GradList = [None] * len(params)
-    if not live:
-        return full_main, full_aux
-    inputs = [params[i] for i in live]
-    g_main = torch.autograd.grad(main, inputs, retain_graph=True, allow_unused=True)
-    g_aux = torch.autograd.grad(aux, inputs, allow_unused=True)
-    seen: set[int] = set()
-    for i, gm, ga in zip(live, g_main, g_aux):
-        full_main[i], full_aux[i] = owned(gm, seen), owned(ga, seen)
-    return full_main, full_aux
-
-
-def owned(g: Tensor | None, seen: set[int]) -> Tensor | None:
-    """A gradient we may write into.
-
-    Autograd may hand back expanded views or one tensor for several inputs (``a + b``); such
-    results are copied so that writing the direction into one never changes another.
-    """
-    if g is None or g.is_sparse:
-        return g
-    if not g.is_contiguous():
-        g = g.contiguous()
-    ptr = g.untyped_storage().data_ptr()
-    if ptr in seen:
-        g = g.clone()
-        ptr = g.untyped_storage().data_ptr()
-    seen.add(ptr)
-    return g
+    live = [p for p in params if p.requires_grad]
+    saved = [p.grad for p in live]
+    out: list[GradList] = []
+    try:
+        for n, loss in enumerate(losses):
+            for p in live:
+                p.grad = None
+            if live:
+                torch.autograd.backward(loss, retain_graph=n < len(losses) - 1)
+            out.append([p.grad if p.requires_grad else None for p in params])
+    finally:
+        for p, g in zip(live, saved):
+            p.grad = g
+    return out
 
 
 def dense(g: Tensor | None, p: Tensor) -> Tensor:
     """``g``, or zeros shaped like ``p`` when ``g`` is ``None``."""
-    return torch.zeros_like(p, memory_format=torch.contiguous_format) if g is None else g
+    return torch.zeros_like(p) if g is None else g
 
 
 def accumulate_(acc: GradList, new: GradList) -> GradList:

@@ -1,45 +1,58 @@
-"""Bloop: the stateful surgeon (main gradient + lam * aux gradient projected off an EMA)."""
+"""Bloop: the stateful surgeon (main gradient + lam * aux gradients projected off EMAs)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
-from .._validation import ParamsT, check_choice, check_rho
+from .._validation import ParamsT, check_choice, check_flag, check_rhos
 from ..distributed.data_parallel import ProcessGroupArg
 from ..distributed.sharded import local
-from ..functional import (
-    Reducer,
-    bloop_update_,
-    ema_update_,
-    global_dots,
-    projection_coefficient,
-)
+from ..functional import BloopFormula, Formula, StepResult, SurgeryStep
 from ._base import NonFinite, Surgeon
+from ._state import StateSpec
 
 EMA_KEY = "main_grad_ema"
-"""State-dict key of the EMA of main-loss gradients (one tensor per parameter)."""
+"""State-dict key of the EMA of main-loss gradients (level 0; one tensor per parameter)."""
+
+
+def ema_key(level: int) -> str:
+    """State-dict key of the EMA of level ``level``: ``main_grad_ema``, ``aux1_grad_ema``, ..."""
+    return EMA_KEY if level == 0 else f"aux{level}_grad_ema"
+
 
 EmaOrder = Literal["paper", "code"]
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class BloopDiagnostics(NamedTuple):
-    """Per-step diagnostics of :class:`Bloop` (0-dim tensors on the gradients' device).
+    """Per-step diagnostics of :class:`Bloop` (float64 tensors on the gradients' device).
 
-    Reading them (``float(...)``) synchronises with the device; keeping them does not.
+    With one auxiliary loss every field is a 0-dim tensor; with K of them each field has one
+    entry per level ``k = 1..K`` (shape ``[K]``). Reading them (``float(...)``) synchronises
+    with the device; keeping them does not. On a step skipped because a loss or gradient was
+    not finite the values are NaN and ``step_skipped`` is True.
     """
 
     cos_main_ema: Tensor
-    """Cosine between the current main gradient and the EMA used for the projection."""
+    """Cosine between the current gradient of the level above and the EMA it is kept in
+    (level 1: ``cos(g_main, e_0)``)."""
     coef: Tensor
-    """Projection coefficient ``<g_aux, e> / ||e||^2`` (0 when skipped)."""
+    """Projection coefficient ``<g_k, e_{k-1}> / ||e_{k-1}||^2`` (0 when skipped; with one
+    aux loss ``<g_aux, e> / ||e||^2``)."""
     removed_fraction: Tensor
-    """Fraction of ``||g_aux||^2`` removed by the projection: ``cos(g_aux, e)^2``."""
+    """Fraction of ``||g_k||^2`` removed by the projection (K = 1: ``cos(g_aux, e)^2``)."""
     skipped: Tensor
-    """True when ``||e||^2`` was zero or not finite and nothing was projected out."""
+    """True when the PROJECTION was skipped: every EMA it projects on had a zero or non-finite
+    norm, so nothing was projected out (the step itself happened)."""
+    leak: Tensor
+    """``lam_k <P_k g_k, g_main> / ||g_main||^2``: how much of level k's term still points
+    along the current main gradient (0 when ``g_main`` is zero)."""
+    step_skipped: Tensor
+    """True when the whole step was skipped (non-finite loss or gradient, ``nonfinite="skip"``
+    or a loss scaler's overflow); the other fields are then NaN."""
 
 
 class Bloop(Surgeon):
@@ -115,8 +128,8 @@ class Bloop(Surgeon):
         self,
         params: ParamsT,
         *,
-        lam: float,
-        rho: float = 0.01,
+        lam: float | Sequence[float],
+        rho: float | Sequence[float] = 0.01,
         ema_order: EmaOrder = "paper",
         ema_dtype: torch.dtype | None = None,
         diagnostics: bool = False,
@@ -127,7 +140,8 @@ class Bloop(Surgeon):
         super().__init__(
             params, lam=lam, foreach=foreach, nonfinite=nonfinite, process_group=process_group
         )
-        self._rho = check_rho(rho)
+        self._rhos = check_rhos(rho, self.num_aux)
+        self._rho_is_float = not isinstance(rho, Sequence)
         self.ema_order: EmaOrder = check_choice("ema_order", ema_order, ("paper", "code"))  # type: ignore[assignment]
         if ema_dtype is not None and not (
             isinstance(ema_dtype, torch.dtype) and ema_dtype.is_floating_point
@@ -136,110 +150,118 @@ class Bloop(Surgeon):
                 f"Invalid ema_dtype={ema_dtype!r}: must be a floating-point torch.dtype or None"
             )
         self.ema_dtype = ema_dtype
-        self.diagnostics_enabled = bool(diagnostics)
-        self.ema: list[Tensor] | None = None
+        self.diagnostics_enabled = check_flag("diagnostics", diagnostics)
+        self.emas: list[list[Tensor]] | None = None
+        """The EMAs ``e_0..e_{K-1}``, one list per level (``None`` until the first step)."""
         self.diagnostics: BloopDiagnostics | None = None
 
     @property
-    def rho(self) -> float:
-        """:math:`\\rho \\in (0, 1]`, the EMA's weight of the new main gradient."""
-        return self._rho
+    def ema(self) -> list[Tensor] | None:
+        """The EMA of main gradients ``e_0`` (one tensor per parameter), ``None`` before step 1."""
+        return None if self.emas is None else self.emas[0]
+
+    @property
+    def rho(self) -> Any:
+        """:math:`\\rho \\in (0, 1]`, the EMAs' weight of the new gradient (a float, or one per EMA)."""
+        return self._rhos[0] if self._rho_is_float else self._rhos
 
     @rho.setter
-    def rho(self, value: float) -> None:
-        self._rho = check_rho(value)
+    def rho(self, value: float | Sequence[float]) -> None:
+        self._rhos = check_rhos(value, self.num_aux)
+        self._rho_is_float = not isinstance(value, Sequence)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lam": self.lam, "rho": self._rho, "ema_order": self.ema_order}
+        rho = self._rhos[0] if self._rho_is_float else list(self._rhos)
+        return {**super().hyperparameters(), "rho": rho, "ema_order": self.ema_order}
 
     def _set_hyperparameters(self, hp: dict[str, Any]) -> None:
         super()._set_hyperparameters(hp)
         self.rho = hp["rho"]
         self.ema_order = check_choice("ema_order", hp["ema_order"], ("paper", "code"))  # type: ignore[assignment]
 
-    def _ema_dtype_for(self, p: Tensor) -> torch.dtype:
-        if self.ema_dtype is not None:
-            return self.ema_dtype
-        return torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+    # ------------------------------------------------------------------ state
+    def state_spec(self) -> StateSpec:
+        return StateSpec(keys=tuple(ema_key(k) for k in range(self.num_aux)), dtype=self.ema_dtype)
 
-    def _init_ema(self, main: list[Tensor], index: list[int]) -> list[Tensor]:
-        ema = [
-            torch.zeros_like(p, dtype=self._ema_dtype_for(p), memory_format=torch.contiguous_format)
-            for p in self._params
-        ]
-        for i, g in zip(index, main):
-            local(ema[i]).copy_(g)
-        return ema
+    def _state_lists(self) -> list[list[Tensor]] | None:
+        return self.emas
 
-    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
-        if self.ema is None:
-            self.ema = self._init_ema(main, index)
-        ema = [local(self.ema[i]) for i in index]
+    def _set_state_lists(self, lists: list[list[Tensor]] | None) -> None:
+        self.emas = lists
+
+    # ------------------------------------------------------------------ the step
+    def _formula(self) -> Formula:
+        return BloopFormula(self.ema_order)
+
+    def _hyper(self) -> dict[str, Any]:
+        rho = self._rhos[0] if self.num_aux == 1 else list(self._rhos)
+        return {**super()._hyper(), "rho": rho}
+
+    def _step_state(
+        self, grads: list[list[Tensor]], index: list[int]
+    ) -> tuple[list[list[Tensor]], list[list[Tensor]] | None]:
+        """The EMAs; before the first step new ones, level j starting from ``g_j`` (kept only
+        if the step happens)."""
+        fresh = None
+        emas = self.emas
+        if emas is None:
+            fresh = emas = self.state_spec().zeros(self._params)
+            for level, ema in enumerate(emas):
+                for i, g in zip(index, grads[level]):
+                    local(ema[i]).copy_(g)
+        return [[local(ema[i]) for i in index] for ema in emas], fresh
+
+    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
         if self.diagnostics_enabled:
-            # Diagnostics look at the EMA the projection uses: the updated one in "code" order
-            # (a temporary copy here, so that the direction below is computed exactly as
-            # without diagnostics).
-            seen = ema
-            if self.ema_order == "code":
-                seen = [e.clone() for e in ema]
-                ema_update_(seen, main, rho=self._rho, foreach=self.foreach)
-            self.diagnostics = _diagnostics(main, aux, seen, reduce=self._reduce)
-        return bloop_update_(
-            main,
-            aux,
-            ema,
-            lam=self.lam,
-            rho=self._rho,
-            ema_order=self.ema_order,
-            out=aux,
-            foreach=self.foreach,
-            reduce=self._reduce,
-        ).direction
-
-    def _method_state(self) -> dict[int, dict[str, Tensor]]:
-        if self.ema is None:
-            return {}
-        return {i: {EMA_KEY: e} for i, e in enumerate(self.ema)}
-
-    def _check_method_state(
-        self, state: dict[int, dict[str, Tensor]]
-    ) -> dict[int, dict[str, Tensor]]:
-        if not state:
-            return {}
-        if sorted(state) != list(range(len(self._params))):
-            raise ValueError(
-                f"Invalid state_dict: EMA entries for indices {sorted(state)[:8]}... do not fit "
-                f"{len(self._params)} parameters"
+            self.diagnostics = diagnostics_from(
+                step.gram(), result.info, self._rhos, self.ema_order
             )
-        checked = {}
-        for i, p in enumerate(self._params):
-            entry = state[i]
-            if (
-                not isinstance(entry, dict)
-                or EMA_KEY not in entry
-                or not isinstance(entry[EMA_KEY], Tensor)
-            ):
-                raise ValueError(f"Invalid state_dict: parameter {i} has no {EMA_KEY!r} tensor")
-            e = entry[EMA_KEY]
-            if e.shape != p.shape:
-                raise ValueError(
-                    f"Invalid state_dict: {EMA_KEY} of parameter {i} has shape {tuple(e.shape)}, "
-                    f"the parameter {tuple(p.shape)}"
-                )
-            checked[i] = {EMA_KEY: e.to(device=p.device, dtype=self._ema_dtype_for(p), copy=True)}
-        return checked
 
-    def _load_method_state(self, state: dict[int, dict[str, Tensor]]) -> None:
-        self.ema = [state[i][EMA_KEY] for i in range(len(self._params))] if state else None
+    def _on_skipped_step(self) -> None:
+        if self.diagnostics_enabled:
+            self.diagnostics = skipped_step_diagnostics(
+                self.num_aux, local(self._params[0]).device
+            )
 
 
-def _diagnostics(
-    main: list[Tensor], aux: list[Tensor], ema: list[Tensor], reduce: Reducer | None = None
+def skipped_step_diagnostics(k: int, device: torch.device) -> BloopDiagnostics:
+    """The diagnostics of a step skipped as non-finite: NaN values, both flags True."""
+    shape: tuple[int, ...] = () if k == 1 else (k,)
+    nan = torch.full(shape, float("nan"), dtype=torch.float64, device=device)
+    yes = torch.ones(shape, dtype=torch.bool, device=device)
+    return BloopDiagnostics(nan, nan.clone(), nan.clone(), yes, nan.clone(), yes.clone())
+
+
+def diagnostics_from(
+    gram: Tensor, info: dict[str, Tensor], rhos: Sequence[float], order: EmaOrder
 ) -> BloopDiagnostics:
-    d = global_dots([(main, ema), (main, main), (ema, ema), (aux, ema), (aux, aux)], reduce=reduce)
-    main_ema, main_main, ema_ema, aux_ema, aux_aux = d.unbind()
-    coef, skipped = projection_coefficient(aux_ema, ema_ema)
-    # sqrt of each factor: their product overflows float32 at gradient scales ~1e10
-    cos, _ = projection_coefficient(main_ema, main_main.sqrt() * ema_ema.sqrt())
-    removed, _ = projection_coefficient(coef * aux_ema, aux_aux)
-    return BloopDiagnostics(cos, coef, removed, skipped)
+    """Per-level diagnostics from the step's Gram matrix and the formula's info (no sync).
+
+    ``b_j`` is the EMA the projection used (``e_j``, or the updated one in "code" order).
+    """
+    g = gram[0]
+    k = len(rhos)
+    n = g.shape[0]
+    levels = torch.arange(1, k + 1, device=g.device)
+    prev = levels - 1
+    mix = g.new_zeros((k, n))  # b_j = sum_i mix[j, i] v_i
+    rho = torch.tensor(rhos, dtype=g.dtype, device=g.device)
+    mix[prev, k + 1 + prev] = 1.0 if order == "paper" else 1.0 - rho
+    if order == "code":
+        mix[prev, prev] = rho
+    gbv = mix @ g  # <b_j, v_i>
+    gbb = gbv @ mix.T  # <b_i, b_j>
+    bb = gbb.diagonal()
+    g_prev = g[prev, prev]
+    cos_den = g_prev.sqrt() * bb.sqrt()
+    cos = torch.where(cos_den > 0, gbv[prev, prev] / torch.where(cos_den > 0, cos_den, 1.0), 0.0)
+    beta = info["coef"][0]  # P_k g_k = g_k - sum_l beta[k-1, l] b_l
+    g_kk = g[levels, levels]
+    removed_sq = (beta * (beta @ gbb)).sum(-1)
+    removed = torch.where(g_kk > 0, removed_sq / torch.where(g_kk > 0, g_kk, 1.0), 0.0)
+    skipped = info["skipped"][0].reshape(k).cumprod(0).bool()  # every EMA above was dropped
+    out = (cos, beta[prev, prev], removed, skipped, info["leak"][0].reshape(k))
+    out = out + (torch.zeros_like(skipped),)
+    if k == 1:
+        out = tuple(t.reshape(()) for t in out)
+    return BloopDiagnostics(*out)

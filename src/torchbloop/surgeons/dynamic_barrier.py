@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
-
-from ..functional import dynamic_barrier_direction
+from ..functional import Formula, DynamicBarrierFormula
 from ._base import Surgeon
 
 
@@ -21,7 +19,7 @@ class DynamicBarrier(Surgeon):
 
     Args:
         params: what a ``torch.optim`` optimizer takes.
-        lam: :math:`\lambda \ge 0`.
+        lam: :math:`\lambda \ge 0` (one auxiliary loss; a list of several is refused).
         foreach: use the multi-tensor kernels.
         nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
 
@@ -34,9 +32,7 @@ class DynamicBarrier(Surgeon):
         tensor([1., 1.])
     """
 
-    _supports_sharding: ClassVar[bool] = True
+    max_aux: ClassVar[int | None] = 1
 
-    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
-        return dynamic_barrier_direction(
-            main, aux, lam=self.lam, out=aux, foreach=self.foreach, reduce=self._reduce
-        )
+    def _formula(self) -> Formula:
+        return DynamicBarrierFormula()

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from torch import Tensor
-
-from ..functional import mixed_direction
+from ..functional import Formula, MixedFormula
 from ._base import Surgeon
 
 
 class Mixed(Surgeon):
     r"""The gradient of ``L_main + lam * L_aux``: :math:`d = g_{main} + \lambda g_{aux}`.
 
-    The baseline every gradient-surgery method is compared with. Stateless.
+    The baseline every gradient-surgery method is compared with. Stateless. With K auxiliary
+    losses (``lam`` a list): :math:`d = g_0 + \sum_k \lambda_k g_k`.
 
     Args:
         params: what a ``torch.optim`` optimizer takes.
-        lam: :math:`\lambda \ge 0`.
+        lam: :math:`\lambda \ge 0`, or a list of K weights for K auxiliary losses.
         foreach: use the multi-tensor kernels.
         nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
 
@@ -30,7 +27,6 @@ class Mixed(Surgeon):
         tensor([1.5000, 2.0000])
     """
 
-    _supports_sharding: ClassVar[bool] = True  # elementwise: shards need no communication
 
-    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
-        return mixed_direction(main, aux, lam=self.lam, out=aux, foreach=self.foreach)
+    def _formula(self) -> Formula:
+        return MixedFormula()

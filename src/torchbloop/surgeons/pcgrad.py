@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
-
-from ..functional import pcgrad_direction
+from ..functional import Formula, PCGradFormula
 from ._base import Surgeon
 
 
@@ -21,7 +19,7 @@ class PCGrad(Surgeon):
 
     Args:
         params: what a ``torch.optim`` optimizer takes.
-        lam: :math:`\lambda \ge 0`.
+        lam: :math:`\lambda \ge 0` (one auxiliary loss; a list of several is refused).
         foreach: use the multi-tensor kernels.
         nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
 
@@ -34,9 +32,7 @@ class PCGrad(Surgeon):
         tensor([0., 0.])
     """
 
-    _supports_sharding: ClassVar[bool] = True
+    max_aux: ClassVar[int | None] = 1
 
-    def _direction(self, main: list[Tensor], aux: list[Tensor], index: list[int]) -> list[Tensor]:
-        return pcgrad_direction(
-            main, aux, lam=self.lam, out=aux, foreach=self.foreach, reduce=self._reduce
-        )
+    def _formula(self) -> Formula:
+        return PCGradFormula()

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.vision_batches import Batches, fashion_split, fixed_rows, normalize
 from ..models.vision import MLP, classifier_metrics
-from ..registry import DEMO_BUDGET, Experiment, Record, RunSpec, register
-from ..training import cosine_with_warmup, set_seed, train
-from ..vision_data import Batches, fashion_split, fixed_rows, normalize
+from ..sweep.registry import DEMO_BUDGET, Experiment, Record, RunSpec, register
+from ..sweep.training import cosine_with_warmup, set_seed, train
 
 __all__ = ["SpectralNormEstimator", "exact_log_norm_product", "run"]
 
