@@ -84,6 +84,9 @@ class MetaBalance(Surgeon):
     """
 
     max_aux: ClassVar[int | None] = 1
+    main_priority: ClassVar[bool] = False
+    """The main loss has no priority here: generic checks should expect it to go down, not to
+    go down as fast as on its own."""
 
     def __init__(
         self,

@@ -57,6 +57,9 @@ class MGDA(Surgeon):
     """
 
     max_aux: ClassVar[int | None] = MAX_OBJECTIVES - 1
+    main_priority: ClassVar[bool] = False
+    """The main loss has no priority here: generic checks should expect it to go down, not to
+    go down as fast as on its own."""
 
     def __init__(
         self,

@@ -76,6 +76,11 @@ class OriginalDynamicBarrier(Surgeon):
     """
 
     max_aux: ClassVar[int | None] = 1
+    main_priority: ClassVar[bool] = False
+    """The main loss has no priority here: generic checks should expect it to go down, not to
+    go down as fast as on its own."""
+    needs_main_loss: ClassVar[bool] = True
+    """:meth:`combine` needs ``main_loss=`` (generic callers, e.g. test suites, can check)."""
 
     def __init__(
         self,
