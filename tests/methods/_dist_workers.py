@@ -63,5 +63,6 @@ def train(rank: int, world: int, name: str, micro: int) -> list[torch.Tensor]:
     return [p.detach().clone() for p in ps]
 
 
-def run_all(rank: int, world: int, micro: int) -> dict[str, list[torch.Tensor]]:
-    return {name: train(rank, world, name, micro) for name in BUILDERS}
+def run_all(rank: int, world: int) -> dict[tuple[str, int], list[torch.Tensor]]:
+    """Every method, whole batches and two micro-batches, in one pair of processes."""
+    return {(name, micro): train(rank, world, name, micro) for name in BUILDERS for micro in (1, 2)}
