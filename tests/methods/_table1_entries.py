@@ -1,6 +1,12 @@
 """The method-table entries of the six Table-1 methods (interface A), as proposed for
 ``torchbloop.methods.METHODS``. Until they are in the table, ``test_table_suite`` runs the
-surgeons' contract suite on them through these entries."""
+surgeons' contract suite on them through these entries.
+
+``hyperparameters`` lists what the experiments' sweeps set today (``lam``, ``rho``): the other
+settings (``weighted``, GradVac's ``beta``, MetaBalance's ``r``/``beta``, the barrier's
+``alpha``/``beta``/``lower_bound``) keep their defaults there. MetaBalance and the original
+barrier have no ``lam``, so a ``lam`` grid runs them once per value with the same settings.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ ENTRIES = (
         label="Cosine gating",
         colour="tab:pink",
         factory=CosineGating,
-        hyperparameters=("lam", "weighted"),
+        hyperparameters=("lam",),
         max_aux=1,
         description="the aux gradient used only when it agrees with the main one (Du et al., 2018)",
     ),
@@ -52,7 +58,7 @@ ENTRIES = (
         label="GradVac",
         colour="tab:brown",
         factory=GradVac,
-        hyperparameters=("lam", "beta"),
+        hyperparameters=("lam",),
         max_aux=1,
         description=(
             "the aux gradient turned toward the main one up to a learnt target cosine "
@@ -64,7 +70,7 @@ ENTRIES = (
         label="MetaBalance",
         colour="tab:olive",
         factory=MetaBalance,
-        hyperparameters=("r", "beta"),
+        hyperparameters=(),
         max_aux=1,
         description=(
             "the aux gradient rescaled, tensor by tensor, toward the main one's magnitude "
@@ -76,7 +82,7 @@ ENTRIES = (
         label="Dynamic Barrier (original)",
         colour="tab:gray",
         factory=OriginalDynamicBarrier,
-        hyperparameters=("alpha", "beta", "lower_bound"),
+        hyperparameters=(),
         max_aux=1,
         description=(
             "descend on the aux loss while a barrier keeps the main loss decreasing "
