@@ -8,13 +8,17 @@ Run on two processes:
 or as one process (``python examples/ddp_train.py``). The main loss is a regression on the
 rank's shard of the data; the auxiliary loss is weight decay, identical on every rank, so it is
 declared ``aux_replicated=True`` and costs no communication. The surgeon averages the main
-gradients over the ranks in one all-reduce per step (``torch.autograd.grad`` bypasses DDP's
-own hooks), so every rank ends with the same parameters and the same EMA; the script checks it.
+gradients over the ranks in one all-reduce per step, so every rank ends with the same
+parameters and the same EMA; the script checks it. The forward and the surgeon's backward run
+under ``model.no_sync()``: the surgeon's backward passes are ordinary ``Tensor.backward`` calls,
+and without ``no_sync`` DDP would all-reduce the main gradient a second time (harmless, but
+wasted communication).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 import torch
@@ -70,9 +74,10 @@ def main() -> None:
             sampler.set_epoch(epoch)
         for x, y in loader:
             opt.zero_grad()
-            main_loss = nn.functional.mse_loss(model(x), y)
-            aux_loss = sum(p.pow(2).sum() for p in model.parameters()) / 2
-            surgeon.backward(main=main_loss, aux=aux_loss, aux_replicated=True)
+            with model.no_sync() if distributed else contextlib.nullcontext():
+                main_loss = nn.functional.mse_loss(model(x), y)
+                aux_loss = sum(p.pow(2).sum() for p in model.parameters()) / 2
+                surgeon.backward(main=main_loss, aux=aux_loss, aux_replicated=True)
             opt.step()
             step += 1
             if rank == 0 and (step % 50 == 0 or step == 1):

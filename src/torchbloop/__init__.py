@@ -3,22 +3,38 @@
 Layers, from the bottom up: :mod:`torchbloop.functional` (directions on lists of tensors, each
 with a slow reference), :mod:`torchbloop.surgeons` (``Bloop``, ``Mixed``, ``PCGrad``,
 ``DynamicBarrier``: state, ``backward``/``combine``, ``state_dict``), then your own optimizer.
+:mod:`torchbloop.methods` is the one table of methods (name, label, colour, factory, how many
+auxiliary losses) that the surgeons' registry, the experiments and the tests read.
 """
 
-from . import functional
+from . import functional, methods
 from ._validation import NonFiniteGradientError
-from .surgeons import Bloop, BloopDiagnostics, DynamicBarrier, Mixed, PCGrad, Surgeon
+from .methods import METHODS, MethodInfo, get_method
+from .surgeons import (
+    Bloop,
+    BloopDiagnostics,
+    DynamicBarrier,
+    Mixed,
+    PCGrad,
+    Surgeon,
+    surgeon_for,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
     "Bloop",
     "BloopDiagnostics",
     "DynamicBarrier",
+    "MethodInfo",
     "Mixed",
     "NonFiniteGradientError",
     "PCGrad",
     "Surgeon",
     "__version__",
     "functional",
+    "get_method",
+    "methods",
+    "surgeon_for",
 ]

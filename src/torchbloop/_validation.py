@@ -102,12 +102,6 @@ def collect_params(params: ParamsT) -> tuple[list[dict[str, Any]], list[Tensor]]
             )
         if "params" not in group:
             raise ValueError(f"Invalid params: parameter group {g} has no 'params' key")
-        for key in ("lam", "rho"):
-            if key in group:
-                raise ValueError(
-                    f"Invalid parameter group {g}: per-group {key!r} is not supported (the inner "
-                    "products are global over all parameters); build one surgeon per group instead"
-                )
         ps = group["params"]
         ps = [ps] if isinstance(ps, Tensor) else list(ps)
         for p in ps:

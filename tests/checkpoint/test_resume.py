@@ -162,7 +162,9 @@ def test_dcp_resume_with_three_levels(tmp_path: Path, order: str) -> None:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 2))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        surgeon = Bloop(model.parameters(), lam=[0.2, 0.1, 0.05], rho=[0.1, 0.2, 0.3], ema_order=order)
+        surgeon = Bloop(
+            model.parameters(), lam=[0.2, 0.1, 0.05], rho=[0.1, 0.2, 0.3], ema_order=order
+        )
         return model, opt, surgeon
 
     def train(state: tuple[nn.Module, torch.optim.Optimizer, Bloop], steps: range) -> None:
@@ -186,7 +188,10 @@ def test_dcp_resume_with_three_levels(tmp_path: Path, order: str) -> None:
     train(whole, range(4))
     first = make()
     train(first, range(2))
-    dcp.save({"train": TrainState(first[0], first[1]), "surgeon": SurgeonState(first[2])}, checkpoint_id=tmp_path)
+    dcp.save(
+        {"train": TrainState(first[0], first[1]), "surgeon": SurgeonState(first[2])},
+        checkpoint_id=tmp_path,
+    )
     resumed = make()
     dcp.load(
         {"train": TrainState(resumed[0], resumed[1]), "surgeon": SurgeonState(resumed[2])},

@@ -109,18 +109,26 @@ def test_inductor_step_and_model_equal_eager() -> None:
     main, aux, ema = _lists(3)
     eager_ema = [e.clone() for e in ema]
     expected = bloop_step_(main, [t.clone() for t in aux], eager_ema, lam=0.3, rho=0.1)
-    got = compiled_bloop_step()(main, aux, ema, lam=0.3, rho=0.1, out=aux)
-    for a, b in zip(got.direction + ema, expected.direction + eager_ema):
-        torch.testing.assert_close(a, b)
+    for cpu_kernel in (True, False):
+        main_k, aux_k, ema_k = (
+            [t.clone() for t in main],
+            [t.clone() for t in aux],
+            [t.clone() for t in ema],
+        )
+        step = compiled_bloop_step(cpu_kernel=cpu_kernel)
+        got = step(main_k, aux_k, ema_k, lam=0.3, rho=0.1, out=aux_k)
+        for a, b in zip(got.direction + ema_k, expected.direction + eager_ema):
+            torch.testing.assert_close(a, b)
 
 
 needs_kernel = pytest.mark.skipif(not cpu_kernel_available(), reason=cpu_kernel_status())
 
 
 def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the kernel's inner-product passes (one per step through the kernel)."""
     calls: list[int] = []
-    real = _native.combine
-    monkeypatch.setattr(_native, "combine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = _native.gram
+    monkeypatch.setattr(_native, "gram", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
@@ -145,28 +153,41 @@ def test_compiled_step_calls_the_cpu_kernel(
     assert got.coef.dtype == torch.float32 and not bool(got.skipped)
 
 
+def _hyper() -> torch.Tensor:
+    return torch.tensor([0.3, 0.1], dtype=torch.float64)
+
+
 @needs_kernel
 def test_compiled_step_with_the_kernel_is_one_graph() -> None:
     main, aux, ema = _lists(3)
     step = compiled_bloop_step(backend="aot_eager")
-    explanation = torch._dynamo.explain(step._torchdynamo_orig_callable)(  # type: ignore[attr-defined]
-        main, aux, ema, lam=0.3, rho=0.1, out=aux
+    explanation = torch._dynamo.explain(step.compiled._torchdynamo_orig_callable)(  # type: ignore[attr-defined]
+        main, aux, ema, _hyper(), False, aux, False, None
     )
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
     ops = [str(n.target) for g in explanation.graphs for n in g.graph.nodes]
     assert any("bloop_update_cpu_" in op for op in ops), ops
 
 
-@needs_kernel
-def test_compiled_step_without_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("ema_order", ["paper", "code"])
+def test_compiled_step_without_the_kernel(
+    monkeypatch: pytest.MonkeyPatch, foreach: bool, ema_order: str
+) -> None:
     main, aux, ema = _lists(4)
-    want_dir, want_ema = bloop_update_reference(main, aux, ema, lam=0.3, rho=0.1)
+    want_dir, want_ema = bloop_update_reference(
+        main, aux, ema, lam=0.3, rho=0.1, ema_order=ema_order
+    )  # type: ignore[arg-type]
     calls = _count_kernel_calls(monkeypatch)
-    step = compiled_bloop_step(backend="aot_eager", cpu_kernel=False)
-    step(main, aux, ema, lam=0.3, rho=0.1, out=aux)
-    assert calls == []
+    step = compiled_bloop_step(backend="aot_eager", cpu_kernel=False, foreach=foreach)
+    got = step(main, aux, ema, lam=0.3, rho=0.1, out=aux, ema_order=ema_order)
+    assert calls == [] and all(d is a for d, a in zip(got.direction, aux, strict=True))
     for a, b in zip(aux + ema, want_dir + want_ema, strict=True):
         torch.testing.assert_close(a.double(), b.double(), rtol=2e-6, atol=2e-6)
+    explanation = torch._dynamo.explain(step.compiled._torchdynamo_orig_callable)(  # type: ignore[attr-defined]
+        main, aux, ema, _hyper(), ema_order == "code", aux, foreach, None
+    )
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
 @needs_kernel
@@ -185,3 +206,33 @@ def test_compiled_kernel_op_falls_back_on_non_contiguous_gradients(
     assert calls == []
     for a, b in zip(aux + ema, want_dir + want_ema, strict=True):
         torch.testing.assert_close(a.double(), b.double(), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "cpu_kernel",
+    [pytest.param(True, marks=needs_kernel, id="kernel"), pytest.param(False, id="torch-ops")],
+)
+@pytest.mark.parametrize("ema_order", ["paper", "code"])
+def test_no_recompile_with_fresh_lists_and_a_lam_schedule(cpu_kernel: bool, ema_order: str) -> None:
+    """50 steps, new gradient lists every step, lam and rho changing every step: one compile.
+
+    Before: every call recompiled (a guard on the id of the gradient list) and every new lam or
+    rho value specialised the graph; with ``fullgraph=True`` the 9th was a hard error.
+    """
+    torch._dynamo.utils.counters.clear()
+    step = compiled_bloop_step(backend="aot_eager", cpu_kernel=cpu_kernel)
+    ema = _lists(99)[2]
+    ref_ema = [e.clone() for e in ema]
+    for i in range(50):
+        main, aux, _ = _lists(i)
+        lam, rho = 0.05 + 0.01 * i, 0.02 + 0.003 * i
+        want_dir, ref_ema = bloop_update_reference(
+            main, aux, ref_ema, lam=lam, rho=rho, ema_order=ema_order
+        )  # type: ignore[arg-type]
+        with torch._dynamo.config.patch(error_on_recompile=i > 0):
+            got = step(main, aux, ema, lam=lam, rho=rho, ema_order=ema_order, out=aux)
+        if i % 7 == 0 or i == 49:
+            for a, b in zip(got.direction + ema, want_dir + ref_ema, strict=True):
+                torch.testing.assert_close(a.double(), b.double(), rtol=1e-5, atol=1e-5)
+    stats = torch._dynamo.utils.counters["stats"]
+    assert stats["unique_graphs"] == 1, dict(stats)

@@ -1,7 +1,7 @@
-"""The cache-blocked CPU paths and :func:`bloop_update_` equal their references.
+"""The first API's Bloop functions on large lists equal their references, on both paths.
 
 Every test runs twice: with the fused C kernel where it applies, and with it switched off so
-that the cache-blocked torch-op paths (what runs where no C compiler is found) stay tested.
+that the torch-op path (what runs where no C compiler is found) stays tested.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from torchbloop.functional import (
-    _blocked,
-    _native,
     bloop_direction,
     bloop_direction_reference,
+    contract,
     ema_update_,
     global_dots,
     global_dots_reference,
@@ -22,15 +21,16 @@ from torchbloop.functional import (
 )
 from torchbloop.functional._fused import bloop_update_, bloop_update_reference
 
-# Shapes straddling the thresholds: small tensors (multi-tensor kernels, flattened buckets),
-# large ones (several blocks, the last one partial), scalars and empty tensors.
+# Shapes straddling the torch-op Gram's chunks: small tensors packed together, large ones
+# sliced (the last slice partial), scalars and empty tensors.
+CHUNK = 1 << 16
 SHAPES = [
     (3,),
     (),
-    (_blocked.SMALL - 1,),
+    (CHUNK - 1,),
     (0,),
-    (_blocked.BLOCK * 2 + 5,),
-    (_blocked.SMALL,),
+    (CHUNK * 2 + 5,),
+    (CHUNK,),
     (40, 50),
 ]
 
@@ -38,7 +38,7 @@ SHAPES = [
 @pytest.fixture(autouse=True, params=["native", "torch-ops"])
 def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "torch-ops":
-        monkeypatch.setattr(_native, "usable", lambda *lists: False)
+        monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
     return str(request.param)
 
 
@@ -55,9 +55,8 @@ def _close(got: list[torch.Tensor], want: list[torch.Tensor], dtype: torch.dtype
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_blocked_global_dots_equal_reference(dtype: torch.dtype) -> None:
+def test_global_dots_equal_reference(dtype: torch.dtype) -> None:
     a, b, _ = _lists(dtype, 0)
-    assert _blocked.blockable(a, b)
     got = global_dots([(a, b), (b, b), (a, a)])
     want = global_dots_reference([(a, b), (b, b), (a, a)])
     torch.testing.assert_close(
@@ -67,7 +66,7 @@ def test_blocked_global_dots_equal_reference(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0, 2.5])
-def test_blocked_bloop_direction_in_place_equals_reference(dtype: torch.dtype, lam: float) -> None:
+def test_bloop_direction_in_place_equals_reference(dtype: torch.dtype, lam: float) -> None:
     main, aux, ema = _lists(dtype, 1)
     want = bloop_direction_reference(main, aux, ema, lam=lam)
     result = bloop_direction(main, aux, ema, lam=lam, out=aux)
@@ -76,7 +75,7 @@ def test_blocked_bloop_direction_in_place_equals_reference(dtype: torch.dtype, l
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.7])
-def test_blocked_mixed_direction_in_place_equals_reference(lam: float) -> None:
+def test_mixed_direction_in_place_equals_reference(lam: float) -> None:
     main, aux, _ = _lists(torch.float32, 2)
     want = mixed_direction_reference(main, aux, lam=lam)
     mixed_direction(main, aux, lam=lam, out=aux)
@@ -119,7 +118,6 @@ def test_bloop_update_falls_back_off_the_fast_path() -> None:
     main = [m.t() if m.dim() == 2 else m for m in main]
     aux = [a.t() if a.dim() == 2 else a for a in aux]
     ema = [e.t().contiguous() if e.dim() == 2 else e for e in ema]
-    assert not _blocked.blockable(main, aux, ema)
     want_dir, want_ema = bloop_update_reference(main, aux, ema, lam=0.4, rho=0.1)
     result = bloop_update_(main, aux, ema, lam=0.4, rho=0.1)
     _close(result.direction, want_dir, torch.float32)
@@ -130,15 +128,3 @@ def test_bloop_update_rejects_unknown_order() -> None:
     main, aux, ema = _lists(torch.float32, 6)
     with pytest.raises(ValueError, match="ema_order"):
         bloop_update_(main, aux, ema, lam=0.4, rho=0.1, ema_order="later")  # type: ignore[arg-type]
-
-
-def test_blockable_rejects_what_it_cannot_handle() -> None:
-    a = [torch.randn(4, 4)]
-    assert _blocked.blockable(a, [torch.randn(4, 4)])
-    assert not _blocked.blockable(a, [torch.randn(4, 4).t()])
-    assert not _blocked.blockable(a, [torch.randn(4, 4, dtype=torch.float64)])
-    assert not _blocked.blockable(a, [torch.randn(15)])
-    assert _blocked.blockable(
-        a, [torch.randn(16)]
-    )  # equal sizes are enough: the paths work on flat views
-    assert not _blocked.blockable(a, [])

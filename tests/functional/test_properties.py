@@ -36,6 +36,7 @@ from _asserts import (
 )
 from torchbloop.functional import (
     bloop_direction,
+    contract,
     dynamic_barrier_direction,
     mixed_direction,
     pcgrad_direction,
@@ -166,9 +167,13 @@ def test_zero_ema_skips_projection_and_gives_mixed(dtype, scale):
     assert_close(result.direction, mixed_formula(main, aux, ema, 0.7), atol=atol, what="zero EMA")
 
 
-def test_float32_ema_whose_square_overflows_float32_is_projected_exactly():
-    """float32 EMA entries of 1e25: ||e||^2 = 2e50 overflows float32 but not the float64 Gram,
-    so the projection is exact (it was skipped before the Gram moved to float64)."""
+@pytest.mark.parametrize("kernel", [True, False])
+def test_float32_ema_whose_square_overflows_float32_is_projected_exactly(monkeypatch, kernel):
+    """float32 EMA entries of 1e25: ||e||^2 = 2e50 overflows float32 but not the float64 Gram
+    (on the kernel path, an overflowed lane sends pass 1 there), so the projection is exact
+    (it was skipped before)."""
+    if not kernel:
+        monkeypatch.setattr(contract, "_native_usable", lambda *args: False)
     main = [torch.tensor([1.0, -2.0]), torch.tensor(0.5)]
     aux = [torch.tensor([3.0, 1.0]), torch.tensor(-1.0)]
     ema = [torch.tensor([1e25, 1e25]), torch.tensor(0.0)]

@@ -5,12 +5,15 @@ the state round-trips; gradient accumulation, shared graphs and ``combine`` give
 ``backward`` gives; parameters reached by one loss, by none, or frozen are handled as documented;
 methods that take several auxiliary losses do all of this with K = 2 too. The suite builds every
 surgeon through the table's ``factory`` with ``lam`` alone, so a new table entry is covered with
-no change here.
+no change here; the method that ``docs/architecture.md`` adds as its example (its formula file and
+table entry, executed from the page) runs through the suite as one more entry.
 """
 
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,14 +26,29 @@ from torchbloop.methods import METHODS as TABLE
 LAM = 0.05
 
 
+def _documented_example():
+    """The method that docs/architecture.md adds (its two code blocks, run as written)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2, "docs/architecture.md: expected the formula and the table entry"
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/architecture.md", "exec"), namespace)
+    return namespace["COSINE_GATING"]
+
+
+EXAMPLE = _documented_example()
+ALL = {**TABLE, EXAMPLE.name: EXAMPLE}
+
+
 def _make(method: str, params, **kw):
-    return TABLE[method].factory(params, lam=kw.pop("lam", LAM), **kw)
+    return ALL[method].factory(params, lam=kw.pop("lam", LAM), **kw)
 
 
-FACTORIES = {name: (lambda params, _n=name, **kw: _make(_n, params, **kw)) for name in TABLE}
-METHODS = list(TABLE)
-MULTI = [name for name, info in TABLE.items() if info.max_aux is None or info.max_aux >= 2]
-SINGLE = [name for name, info in TABLE.items() if info.max_aux == 1]
+FACTORIES = {name: (lambda params, _n=name, **kw: _make(_n, params, **kw)) for name in ALL}
+METHODS = list(ALL)
+MULTI = [name for name, info in ALL.items() if info.max_aux is None or info.max_aux >= 2]
+SINGLE = [name for name, info in ALL.items() if info.max_aux == 1]
 
 
 def _state_buffers(surgeon) -> dict:
@@ -492,7 +510,9 @@ def test_k_losses_state_round_trip_continues_bit_identically(method):
                 surgeon.load_state_dict(saved["surgeon"])
             main, aux = losses2(model, *batch(step))
             surgeon.backward(main, aux)
-            directions.append([None if p.grad is None else p.grad.clone() for p in model.parameters()])
+            directions.append(
+                [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+            )
             with torch.no_grad():
                 for p in model.parameters():
                     if p.grad is not None:

@@ -100,3 +100,27 @@ def test_diagnostics_of_a_skipped_step_say_so() -> None:
     assert surgeon.skipped_steps == 1 and surgeon.step_count == 1
     surgeon.combine([torch.ones(3)], [torch.arange(3.0)])
     assert surgeon.diagnostics is not None and not bool(surgeon.diagnostics.step_skipped)
+
+
+@pytest.mark.parametrize("method", ["Bloop", "Mixed", "PCGrad", "DynamicBarrier"])
+def test_combine_into_out_equals_combine_into_new_tensors(method: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 2), (4,)]
+    main = [torch.randn(s, generator=gen) for s in shapes]
+    aux = [torch.randn(s, generator=gen) for s in shapes]
+    copies = [t.clone() for t in main + aux]
+    fresh = getattr(torchbloop, method)(
+        [torch.nn.Parameter(torch.zeros(s)) for s in shapes], lam=0.3
+    )
+    into = getattr(torchbloop, method)(
+        [torch.nn.Parameter(torch.zeros(s)) for s in shapes], lam=0.3
+    )
+    out = [torch.full(s, 7.0) for s in shapes]
+    for _ in range(3):
+        expected = fresh.combine(main, aux)
+        got = into.combine(main, aux, out=out)
+        assert all(g is o for g, o in zip(got, out))
+        assert all(torch.equal(g, e) for g, e in zip(got, expected))  # type: ignore[arg-type]
+    assert all(torch.equal(t, c) for t, c in zip(main + aux, copies))  # inputs untouched
+    with pytest.raises(ValueError, match=r"Invalid out\[0\]: shape \(2, 3\)"):
+        into.combine(main, aux, out=[torch.zeros(2, 3), torch.zeros(4)])

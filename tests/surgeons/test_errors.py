@@ -265,10 +265,22 @@ for name, cls in CLASSES.items():
             r"torch\.int64 .*floating point",
         ),
         (
-            f"{name}-per-group-lam",
-            construct(cls, params_fn=lambda: [{"params": _params(), "lam": 0.1}], lam=0.1),
+            f"{name}-per-group-lam-negative",
+            construct(cls, params_fn=lambda: [{"params": _params(), "lam": -0.1}], lam=0.1),
             ValueError,
-            r"per-group 'lam' is not supported",
+            r"Invalid lam=-0\.1",
+        ),
+        (
+            f"{name}-per-group-lam-too-many",
+            construct(cls, params_fn=lambda: [{"params": _params(), "lam": [0.1, 0.2]}], lam=0.1),
+            ValueError,
+            r"(gives 2 value\(s\) for 1 auxiliary losses|takes at most 1)",
+        ),
+        (
+            f"{name}-granularity-unknown",
+            construct(cls, lam=0.1, granularity="layer"),
+            ValueError,
+            r"Invalid granularity='layer': must be one of 'global', 'group', 'tensor'",
         ),
         (
             f"{name}-complex-param",
@@ -503,10 +515,27 @@ ROWS += [
         r"Invalid ema_order='both': must be one of 'paper', 'code'",
     ),
     (
-        "Bloop-per-group-rho",
-        construct(Bloop, params_fn=lambda: [{"params": _params(), "rho": 0.1}], lam=0.1),
+        "Bloop-per-group-rho-invalid",
+        construct(Bloop, params_fn=lambda: [{"params": _params(), "rho": 1.5}], lam=0.1),
         ValueError,
-        r"per-group 'rho'",
+        r"Invalid rho=1\.5",
+    ),
+    (
+        "Bloop-per-group-rho-code-order-global",
+        construct(
+            Bloop,
+            params_fn=lambda: [{"params": _params()[:1], "rho": 0.1}, {"params": _params()[1:]}],
+            lam=0.1,
+            ema_order="code",
+        ),
+        ValueError,
+        r"per-group rho with ema_order='code' needs granularity='group'",
+    ),
+    (
+        "Mixed-per-group-rho",
+        construct(Mixed, params_fn=lambda: [{"params": _params(), "rho": 0.1}], lam=0.1),
+        ValueError,
+        r"Invalid parameter group 0: Mixed has no 'rho'",
     ),
     (
         "Bloop-load-ema-shapes",

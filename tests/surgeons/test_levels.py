@@ -29,7 +29,10 @@ def _stream(k: int, scale: float, dtype: torch.dtype, seed: int = 0):
         for level in range(k + 1):
             size = scale * (1.0 + level)
             step.append(
-                [(torch.randn(s, generator=gen, dtype=torch.float64) * size).to(dtype) for s in SHAPES]
+                [
+                    (torch.randn(s, generator=gen, dtype=torch.float64) * size).to(dtype)
+                    for s in SHAPES
+                ]
             )
         out.append(step)
     return out
@@ -79,7 +82,8 @@ def _tolerance(step, lams, dtype) -> float:
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize(
     ("scale", "dtype"),
-    [(s, torch.float64) for s in (1e-10, 1.0, 1e5, 1e15)] + [(1e-10, torch.float32), (1e10, torch.float32)],
+    [(s, torch.float64) for s in (1e-10, 1.0, 1e5, 1e15)]
+    + [(1e-10, torch.float32), (1e10, torch.float32)],
 )
 def test_bloop_levels_equal_the_reference_through_combine_and_a_reload(order, k, scale, dtype):
     lams = [0.7, 2.0, 0.3][:k]
@@ -98,7 +102,9 @@ def test_bloop_levels_equal_the_reference_through_combine_and_a_reload(order, k,
         assert err <= _tolerance(step, lams, dtype), (t, err)
     assert surgeon.emas is not None and len(surgeon.emas) == k
     for e, r in zip(surgeon.emas, ema_ref):
-        torch.testing.assert_close(flat(e).double(), r, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0)
+        torch.testing.assert_close(
+            flat(e).double(), r, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0
+        )
 
 
 @pytest.mark.parametrize("k", [2, 3])
@@ -110,7 +116,7 @@ def test_backward_equals_combine_with_k_losses(k):
     w2 = torch.nn.Parameter(w1.detach().clone())
     s1 = Bloop([w1], lam=lams, rho=0.5)
     s2 = Bloop([w2], lam=lams, rho=0.5)
-    for step in range(4):
+    for _step in range(4):
         x = torch.randn(5, generator=gen, dtype=torch.float64)
         l1 = [((w1 - t) * x).pow(2).sum() * (j + 1) for j, t in enumerate(targets)]
         s1.backward(main=l1[0], aux=l1[1:])

@@ -1,11 +1,12 @@
 """Data parallelism (DDP): averaging the two gradients over the ranks in one collective.
 
-A surgeon computes its gradients with ``torch.autograd.grad``, which never runs the hooks that
-``DistributedDataParallel`` uses to all-reduce ``.grad``. Left alone, every rank would combine
-its own local gradients and the replicas would drift apart. So when a process group with more
-than one rank is initialised, the surgeon averages the gradients itself, the way DDP would:
+A surgeon needs every loss's gradient separately, and DDP averages only what lands in ``.grad``
+during the first backward pass after a forward (and not at all under ``no_sync()``). Left to
+DDP, the auxiliary gradients would stay local and the replicas would drift apart. So when a
+process group with more than one rank is initialised, the surgeon averages all the gradients
+itself, the way DDP would:
 
-* main and auxiliary gradients go into ONE flat buffer (accumulated in float32, or float64
+* the main and all K auxiliary gradients go into ONE flat buffer (accumulated in float32, or float64
   if a gradient is float64) and ONE ``all_reduce`` sums it; a mask of which gradients exist
   travels in the same buffer, so a parameter that a loss reaches on some ranks only is
   handled as DDP handles it (zero elsewhere);
@@ -16,7 +17,11 @@ than one rank is initialised, the surgeon averages the gradients itself, the way
 
 The result equals the single-process gradient on the concatenated batch when every rank's loss
 is a mean over an equal share of it (the DDP convention). Every rank then holds the same
-gradients, the same direction and the same EMA.
+gradients, the same direction and the same EMA. With a model wrapped in
+``DistributedDataParallel``, run the forward passes and ``surgeon.backward`` under
+``model.no_sync()``: the surgeon's backward passes are ordinary ``Tensor.backward`` calls, so
+without it DDP also all-reduces the gradient of the first one (the result is the same; the
+communication is wasted).
 
 Example:
     >>> import torch

@@ -9,21 +9,17 @@ today's to rounding. The ``..._reference`` twins are the formula in float64 on o
 
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from . import _native
 from ._reductions import accumulation_dtype
 from ._reference import flat64, project_out64, unflat
 from ._types import Reducer, TensorList
-from .bloop import BloopFormula
-from .bloop import EmaOrder as EmaOrder  # re-exported for torchbloop.compile
+from .bloop import BloopFormula, EmaOrder
 from .contract import SurgeryStep
 from .ema import ema_update_reference
-from .projection import projection_coefficient
 
 
 class BloopDirection(NamedTuple):
@@ -84,13 +80,14 @@ def bloop_direction(
         [tensor([1.0000, 0.5000])]
     """
     step = SurgeryStep(
-        BloopFormula(update_ema=False),
+        BloopFormula(update_ema=False, leak=False),
         [main_grads, aux_grads],
         [list(ema)],
         hyper={"lam": lam, "rho": 1.0},
         out=out,
         foreach=foreach,
         reduce=reduce,
+        norms=False,
     )
     return _run(step, accumulation_dtype(main_grads, aux_grads, ema))
 
@@ -177,7 +174,7 @@ def _update(
     kernel: bool,
 ) -> BloopDirection:
     step = SurgeryStep(
-        BloopFormula(ema_order),
+        BloopFormula(ema_order, leak=False),
         [main_grads, aux_grads],
         [ema],
         hyper={"lam": lam, "rho": rho},
@@ -185,6 +182,7 @@ def _update(
         foreach=foreach,
         reduce=reduce,
         kernel=kernel,
+        norms=False,
     )
     return _run(step, accumulation_dtype(main_grads, aux_grads, ema))
 
@@ -210,38 +208,6 @@ def bloop_update_reference(
     new_ema = ema_update_reference(ema, main_grads, rho=rho)
     seen = new_ema if ema_order == "code" else ema
     return bloop_direction_reference(main_grads, aux_grads, seen, lam=lam), new_ema
-
-
-# Used by torchbloop.compile (the kernel engineer's module) until it moves to the contract.
-def _same(a: TensorList, b: TensorList) -> bool:
-    return a is b or (len(a) == len(b) and all(map(operator.is_, a, b)))
-
-
-def _shares(ema: TensorList, *others: TensorList) -> bool:
-    """Whether ``ema`` is one of the gradient lists (checked on the lists and their first tensors)."""
-    return any(ema is grads or bool(ema and grads and ema[0] is grads[0]) for grads in others)
-
-
-def _native_update(
-    main_grads: TensorList,
-    aux_grads: TensorList,
-    ema: list[Tensor],
-    lam: float,
-    rho: float,
-    ema_order: EmaOrder,
-    reduce: Reducer | None,
-) -> tuple[Tensor, Tensor]:
-    """The fused C kernel's two passes (see :mod:`._native`); the direction overwrites
-    ``aux_grads``. Returns ``(coef, skipped)``."""
-    lists = _native.prepare(main_grads, aux_grads, ema)
-    code = ema_order == "code"
-    cross, sq = _native.dots(lists, rho=rho if code else None)
-    dots = torch.tensor([cross, sq], dtype=torch.float64)
-    if reduce is not None:
-        dots = reduce(dots)
-    coef, skipped = projection_coefficient(dots[0], dots[1])
-    _native.combine(lists, lam=lam, ncoef=-lam * float(coef), rho=None if code else rho)
-    return coef.to(ema[0].dtype), skipped
 
 
 __all__ = [

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-CHUNK = 1 << 18
-"""Elements per chunk on the CPU (a few chunk rows of float64 stay in cache)."""
+CHUNK = 1 << 16
+"""Elements per chunk on the CPU (the float64 rows of a chunk stay in the L2 cache)."""
 
 CHUNK_ACCELERATOR = 1 << 22
 """Elements per chunk on accelerators (fewer, larger launches)."""
@@ -68,29 +68,50 @@ def gram(
 
     Tensors may be DTensors (their local shards are used) or complex (real inner product).
     """
-    flats = [[local(t).reshape(-1) for t in tensors] for tensors in lists]
-    n = len(flats)
-    first = flats[0]
+    locals_ = [[local(t) for t in tensors] for tensors in lists]
+    n = len(locals_)
+    first = locals_[0]
     device = first[0].device if first else torch.device("cpu")
     dtype = gram_dtype(device)
-    out = torch.zeros((n_blocks, n, n), dtype=dtype, device=device)
     sizes = [t.numel() for t in first]
     chunk = CHUNK if device.type == "cpu" else CHUNK_ACCELERATOR
     members: list[list[int]] = [[] for _ in range(n_blocks)]
     for t, b in enumerate(block_of if block_of is not None else [0] * len(first)):
-        members[b].append(t)
-    for b, index in enumerate(members):
-        parts = []
-        for group in _segments(sizes, index, chunk):
-            length = sum(stop - start for _, start, stop in group)
-            x = torch.empty((n, length), dtype=dtype, device=device)
-            for i, tensors in enumerate(flats):
-                pieces = [tensors[t][start:stop] for t, start, stop in group]
-                if len(pieces) == 1:
-                    x[i].copy_(pieces[0])
-                else:
-                    torch.cat(pieces, out=x[i])
-            parts.append(x @ x.T)
-        if parts:
-            out[b] = torch.stack(parts).sum(0) if len(parts) > 1 else parts[0]
-    return out
+        if sizes[t]:
+            members[b].append(t)
+    blocks = []
+    for index in members:
+        parts = [_chunk_gram(locals_, group, dtype) for group in _segments(sizes, index, chunk)]
+        if not parts:
+            blocks.append(torch.zeros((n, n), dtype=dtype, device=device))
+        else:
+            blocks.append(torch.stack(parts).sum(0) if len(parts) > 1 else parts[0])
+    return torch.stack(blocks)
+
+
+def _chunk_gram(
+    lists: Sequence[Sequence[Tensor]], group: list[tuple[int, int, int]], dtype: torch.dtype
+) -> Tensor:
+    """``X X^T`` for one chunk: ``X`` holds the chunk of every list as a float64 row."""
+    whole = all(start == 0 and stop == lists[0][t].numel() for t, start, stop in group)
+    if whole:  # small tensors: one C++ flattening call per list
+        rows = [_flatten([tensors[t] for t, _, _ in group]) for tensors in lists]
+    else:
+        rows = [
+            torch.cat([tensors[t].reshape(-1)[start:stop] for t, start, stop in group])
+            if len(group) > 1
+            else tensors[group[0][0]].reshape(-1)[group[0][1] : group[0][2]]
+            for tensors in lists
+        ]
+    x = torch.stack(rows)
+    if x.dtype != dtype:
+        x = x.to(dtype)
+    return x @ x.T
+
+
+def _flatten(tensors: list[Tensor]) -> Tensor:
+    if len(tensors) == 1:
+        return tensors[0].reshape(-1)
+    if len({t.dtype for t in tensors}) > 1:
+        return torch.cat([t.reshape(-1).double() for t in tensors])
+    return torch._C._nn.flatten_dense_tensors(tensors)

@@ -24,7 +24,8 @@ Info scalars (no host sync; first dimension the block): ``"coef"`` ``[K, K]``, t
 of the EMA ``b_j`` (``e_j``, or the updated one in code order) in :math:`P_k g_k = g_k - \sum_j
 \mathrm{coef}_{k-1,j} b_j`; ``"skipped"`` ``[K]``, EMA j added no direction; ``"leak"`` ``[K]``,
 :math:`\lambda_k \langle P_k g_k, g_0\rangle / \|g_0\|^2` (0: the main loss descends as without
-the aux loss, -1: the aux loss cancels its descent; 0 when ``g_0 = 0``).
+the aux loss, -1: the aux loss cancels its descent; 0 when ``g_0 = 0``; only with
+``leak=True``, the default).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class BloopFormula:
     Args:
         ema_order: ``"paper"`` or ``"code"`` (see the module docstring).
         update_ema: False leaves the EMAs unchanged (a projection-only step).
+        leak: compute the ``"leak"`` diagnostic (it needs ``<g_k, g_0>`` and ``<e_j, g_0>``:
+            in "paper" order pass 1 then also reads ``g_0``).
         rank_rtol: the rank test's relative tolerance on the residual norm.
 
     Example:
@@ -76,12 +79,14 @@ class BloopFormula:
         ema_order: EmaOrder = "paper",
         *,
         update_ema: bool = True,
+        leak: bool = True,
         rank_rtol: float = RANK_RTOL,
     ) -> None:
         if ema_order not in ("paper", "code"):
             raise ValueError(f"Invalid ema_order={ema_order!r}: must be 'paper' or 'code'")
         self.ema_order: EmaOrder = ema_order
         self.update_ema = bool(update_ema)
+        self.leak = bool(leak)
         self.rank_rtol = float(rank_rtol)
 
     def num_state(self, k: int) -> int:
@@ -92,8 +97,9 @@ class BloopFormula:
             return [(i, j) for i in range(2 * k + 1) for j in range(i, 2 * k + 1)]
         emas = range(k + 1, 2 * k + 1)
         out = [(i, j) for i in emas for j in emas if i <= j]
-        out += [(g, e) for g in range(k + 1) for e in emas]
-        out += [(0, g) for g in range(k + 1)]
+        out += [(g, e) for g in range(1, k + 1) for e in emas]
+        if self.leak:
+            out += [(0, e) for e in emas] + [(0, g) for g in range(k + 1)]
         return out
 
     def reads(self, k: int) -> list[Sequence[int] | None]:
@@ -114,73 +120,79 @@ class BloopFormula:
             _check_numbers(hyper[name], checker)
 
     def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
-        b, n = gram.shape[0], gram.shape[-1]
+        b = gram.shape[0]
         lam, rho = _levels(hyper["lam"], b, k), _levels(hyper["rho"], b, k)
-        keep = 1.0 - rho
-        g, e = slice(0, k + 1), slice(k + 1, 2 * k + 1)
-        gee, gge, g0e = gram[:, e, e], gram[:, 1 : k + 1, e], gram[:, 0, e]
-        mix = gram.new_zeros((b, k, n))  # b_j = sum_i mix[j, i] v_i
-        idx = torch.arange(k, device=gram.device)
+        own, ema, level, first = _selectors(k, gram.dtype, gram.device)
+        # The new EMAs, e_j <- (1 - rho_j) e_j + rho_j g_j, as rows of coefficients over v.
+        state = rho[:, :, None] * own + (1.0 - rho)[:, :, None] * ema
+        mix = state if self.ema_order == "code" else ema.expand(b, k, -1)  # the b_j projected on
+        diag = gram.diagonal(dim1=1, dim2=2)
+        finite = torch.isfinite(diag[:, k + 1 :])
         if self.ema_order == "code":
-            low = gram[:, :k, :k]  # <g_i, g_j>, levels below the last
-            cross = gram[:, :k, e]  # <g_i, e_j>
-            gb = (
-                keep[:, :, None] * keep[:, None, :] * gee
-                + keep[:, :, None] * rho[:, None, :] * cross.transpose(1, 2)
-                + rho[:, :, None] * keep[:, None, :] * cross
-                + rho[:, :, None] * rho[:, None, :] * low
+            finite = finite & torch.isfinite(diag[:, :k])
+        safe = _finite_or_zero(gram)  # non-finite entries only meet skipped EMAs (times 0)
+        mix_t = mix.transpose(1, 2)
+        cross = safe[:, : k + 1, :] @ mix_t  # [B, K+1, K]: <g_i, b_j>
+        r, skipped = _orthonormalise(mix @ safe @ mix_t, finite, self.rank_rtol)
+        t = (cross[:, 1:, :] @ r.transpose(1, 2)) * _lower(k, gram.dtype, gram.device)
+        beta = t @ r  # P_k g_k = g_k - sum_l beta[k-1, l] b_l
+        direction = first + lam @ level - ((lam[:, None, :] @ beta) @ mix)[:, 0, :]
+        info = {"coef": beta, "skipped": skipped}
+        if self.leak:
+            g00 = gram[:, 0, 0]
+            valid = torch.isfinite(g00) & (g00 > 0)
+            along = safe[:, 1 : k + 1, 0] - (beta @ cross[:, 0, :, None])[..., 0]  # <P g_k, g_0>
+            info["leak"] = torch.where(
+                valid[:, None], lam * along / torch.where(valid, g00, 1.0)[:, None], 0.0
             )
-            c = keep[:, None, :] * gge + rho[:, None, :] * gram[:, 1 : k + 1, :k]
-            b0 = keep * g0e + rho * gram[:, 0, :k]
-            mix[:, idx, k + 1 + idx] = keep
-            mix[:, idx, idx] += rho
-        else:
-            gb, c, b0 = gee, gge, g0e
-            mix[:, idx, k + 1 + idx] = 1.0
-        r, skipped = _orthonormalise(gb, self.rank_rtol)
-        c, b0 = _finite_or_zero(c), _finite_or_zero(b0)
-        tril = torch.ones(k, k, dtype=torch.bool, device=gram.device).tril()
-        t = (c @ r.transpose(1, 2)) * tril  # <g_k, q_j>, j < k
-        beta = t @ r  # coefficient of b_l in P_k g_k = g_k - sum_l beta[k-1, l] b_l
-        direction = gram.new_zeros((b, n))
-        direction[:, 0] = 1.0
-        direction[:, 1 : k + 1] += lam
-        direction -= ((lam[:, :, None] * beta).sum(1)[:, None, :] @ mix)[:, 0, :]
-        state = gram.new_zeros((b, k, n))
-        state[:, idx, k + 1 + idx] = keep
-        state[:, idx, idx] += rho
-        g00 = gram[:, 0, 0]
-        valid = torch.isfinite(g00) & (g00 > 0)
-        along = gram[:, 1 : k + 1, 0] - (beta * b0[:, None, :]).sum(-1)  # <P_k g_k, g_0>
-        leak = torch.where(valid[:, None], lam * along / torch.where(valid, g00, 1.0)[:, None], 0.0)
-        del g
-        return Coefficients(direction, state, {"coef": beta, "skipped": skipped, "leak": leak})
+        return Coefficients(direction, state, info)
 
 
-def _orthonormalise(gb: Tensor, rank_rtol: float) -> tuple[Tensor, Tensor]:
+_CONSTANTS: dict[tuple[object, ...], tuple[Tensor, ...]] = {}
+
+
+def _selectors(k: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    """Constant ``[K, n]`` rows selecting ``g_j`` and ``e_j``, ``[K, n]`` placing ``lam_k`` on
+    ``g_k``, and the ``[n]`` row of ``g_0`` (cached per K, dtype and device)."""
+    key = ("sel", k, dtype, device)
+    if key not in _CONSTANTS:
+        n = 2 * k + 1
+        own = torch.zeros(k, n, dtype=dtype)
+        ema = torch.zeros(k, n, dtype=dtype)
+        level = torch.zeros(k, n, dtype=dtype)
+        for j in range(k):
+            own[j, j] = ema[j, k + 1 + j] = level[j, j + 1] = 1.0
+        first = torch.zeros(n, dtype=dtype)
+        first[0] = 1.0
+        _CONSTANTS[key] = tuple(x.to(device) for x in (own, ema, level, first))
+    return _CONSTANTS[key]
+
+
+def _lower(k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    key = ("tril", k, dtype, device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = (torch.ones(k, k, dtype=dtype).tril().to(device),)
+    return _CONSTANTS[key][0]
+
+
+def _orthonormalise(gb: Tensor, finite: Tensor, rank_rtol: float) -> tuple[Tensor, Tensor]:
     """Gram-Schmidt on a batch of Gram matrices ``[B, K, K]`` of vectors ``b_j``.
 
-    Returns ``(R, skipped)``: ``q_j = sum_l R[j, l] b_l`` orthonormal (a zero row where ``b_j``
-    adds no direction), and ``skipped`` ``[B, K]``.
+    ``finite`` ``[B, K]`` says whether the inputs of ``b_j``'s norm were finite (``gb`` itself
+    holds 0 in place of non-finite entries). Returns ``(R, skipped)``: ``q_j = sum_l R[j, l]
+    b_l`` orthonormal (a zero row where ``b_j`` adds no direction), and ``skipped`` ``[B, K]``.
     """
     bsz, k = gb.shape[0], gb.shape[-1]
     diag = gb.diagonal(dim1=1, dim2=2)
-    safe = _finite_or_zero(gb)
     r = gb.new_zeros((bsz, k, k))
     eye = torch.eye(k, dtype=gb.dtype, device=gb.device)
     skipped = []
     for j in range(k):
-        p = (r @ safe[:, :, j : j + 1])[:, :, 0]  # <q_i, b_j>
-        u = eye[j] - (p[:, :, None] * r).sum(1)
+        p = (r @ gb[:, :, j : j + 1])[:, :, 0]  # <q_i, b_j>
         res = diag[:, j] - (p * p).sum(-1)  # ||b_j - sum_i <q_i, b_j> q_i||^2
-        good = (
-            torch.isfinite(diag[:, j])
-            & (diag[:, j] > 0)
-            & torch.isfinite(res)
-            & (res > rank_rtol**2 * diag[:, j])
-        )
-        scale = torch.where(good, torch.where(good, res, 1.0).rsqrt(), 0.0)
-        r[:, j, :] = u * scale[:, None]
+        good = finite[:, j] & (diag[:, j] > 0) & (res > rank_rtol**2 * diag[:, j])
+        scale = torch.where(good, res, 1.0).rsqrt() * good
+        r[:, j, :] = (eye[j] - (p[:, None, :] @ r)[:, 0, :]) * scale[:, None]
         skipped.append(~good)
     return r, torch.stack(skipped, dim=-1)
 

@@ -69,7 +69,26 @@ class Formula(Protocol):
     ``K + 1 + j`` the state buffer ``s_j``. A formula may also define ``reads(k)`` (for each
     output, the vector indices it reads: row 0 the direction, row ``1 + j`` state ``j``, or
     ``None`` for a state buffer the step leaves unchanged; default: every output reads every
-    vector) and ``check(hyper, k)`` (validates hyperparameters given as numbers).
+    vector; it decides the write order on the torch-op path and which buffers are written),
+    ``check(hyper, k)`` (validates hyperparameters given as numbers, before anything runs) and
+    ``gram_hyper(k)`` (names of hyperparameters the coefficients apply to the Gram itself, which
+    must then be equal within each Gram block, e.g. Bloop's ``rho`` in "code" order).
+
+    Example: a stateless two-loss method, "add the aux gradient only where it agrees":
+
+        >>> import torch
+        >>> from torchbloop.functional import Coefficients, SurgeryStep
+        >>> class Agree:
+        ...     name = "agree"
+        ...     def num_state(self, k): return 0
+        ...     def pairs(self, k): return [(0, 1)]
+        ...     def coefficients(self, gram, k, hyper):
+        ...         on = (gram[:, 0, 1] > 0).to(gram.dtype)
+        ...         c = torch.stack([torch.ones_like(on), hyper["lam"] * on], dim=1)
+        ...         return Coefficients(c, gram.new_zeros(gram.shape[0], 0, 2), {})
+        >>> g = [[torch.tensor([1.0, 0.0])], [torch.tensor([1.0, 1.0])]]
+        >>> SurgeryStep(Agree(), g, [], hyper={"lam": 0.5}).apply().direction
+        [tensor([1.5000, 0.5000])]
     """
 
     name: str
@@ -118,9 +137,13 @@ class SurgeryStep:
         out: where to write the direction (a gradient list, or other tensors); None: new.
         gram_blocks: which tensors share inner products (see the module docstring).
         coef_blocks: which tensors share hyperparameters: one block id per tensor.
-        reduce: sums the stacked local inner products over the mesh (sharded lists).
+        reduce: sums the stacked local inner products over the mesh (sharded lists: pass the
+            local shards; the Gram pass also accepts DTensors and uses their local shards).
         foreach: use the multi-tensor kernels on the torch-op path.
         kernel: allow the fused CPU kernel (False forces torch ops).
+        norms: also compute ``||g_k||^2`` of every gradient list in pass 1 (for the finiteness
+            check and :attr:`StepResult.sq_norms`); False reads only the lists the formula's
+            inner products need.
 
     Example:
         >>> import torch
@@ -149,6 +172,7 @@ class SurgeryStep:
         reduce: Reducer | None = None,
         foreach: bool = True,
         kernel: bool = True,
+        norms: bool = True,
     ) -> None:
         if len(grads) < 2:
             raise ValueError(f"Invalid grads: {len(grads)} list(s); need g_0 and at least one g_k")
@@ -177,6 +201,10 @@ class SurgeryStep:
         for j in range(m):
             if self.reads[1 + j] is not None and any(_shares(state[j], g) for g in grads):
                 raise ValueError(f"Invalid state: state list {j} shares tensors with a gradient")
+        if out is not None and any(
+            self.reads[1 + j] is not None and _shares(out, state[j]) for j in range(m)
+        ):
+            raise ValueError("Invalid out: it shares tensors with a state list the step updates")
         check = getattr(formula, "check", None)
         if check is not None:
             check(hyper, k)
@@ -192,15 +220,18 @@ class SurgeryStep:
             name: _hyper(name, v, coef_blocks is not None, n_coef) for name, v in hyper.items()
         }
         self._check_uniform(getattr(formula, "gram_hyper", None))
-        self._pairs = sorted(
-            {(min(i, j), max(i, j)) for i, j in formula.pairs(k)} | {(i, i) for i in range(k + 1)}
-        )
+        wanted = {(min(i, j), max(i, j)) for i, j in formula.pairs(k)}
+        self.norms = bool(norms)
+        if self.norms:
+            wanted |= {(i, i) for i in range(k + 1)}
+        self._pairs = sorted(wanted)
         lists = [*self.vectors] + (
             [out] if out is not None and not _aliases(out, self.vectors) else []
         )
-        self.native = kernel and _native_usable(lists, n, 1 + m) and not _compiling()
+        self.native = kernel and not _compiling() and _native_usable(lists, n, 1 + m)
         self._gram: Tensor | None = None
         self._coefs: Coefficients | None = None
+        self._applied = False
 
     def _check_uniform(self, gram_hyper: object) -> None:
         """Hyperparameters the formula applies to the Gram itself (Bloop's ``rho`` in code
@@ -223,35 +254,52 @@ class SurgeryStep:
     # ------------------------------------------------------------------ phase 1
 
     def gram(self) -> Tensor:
-        """Pass 1: ``[n_gram_blocks, n, n]`` float64 Gram of the needed pairs and of every
-        gradient list's square (the rest 0), reduced over the mesh. Computed once."""
+        """Pass 1: ``[n_gram_blocks, n, n]`` float64 Gram of the needed pairs (and of every
+        gradient list's square unless ``norms=False``; the other entries 0), reduced over the
+        mesh. Reads only the lists those pairs involve. Computed once."""
         if self._gram is None:
-            if self.native:
-                packed = _native.gram(  # type: ignore[attr-defined]
-                    self.vectors, self._pairs, block_of=self.gram_of, n_blocks=self.n_gram
-                )
-            else:
-                full = _gram.gram(self.vectors, block_of=self.gram_of, n_blocks=self.n_gram)
-                ii, jj = self._pair_index(full.device)
-                packed = full[:, ii, jj]
-            if self.reduce is not None:
-                packed = self.reduce(packed)
             n = len(self.vectors)
-            ii, jj = self._pair_index(packed.device)
-            g = packed.new_zeros((self.n_gram, n, n))
-            g[:, ii, jj] = packed
-            g[:, jj, ii] = packed
-            self._gram = g
+            used = sorted({i for pair in self._pairs for i in pair})
+            slot = {v: u for u, v in enumerate(used)}
+            lists = [self.vectors[i] for i in used]
+            packed = None
+            if self.native and self._pairs:
+                local_pairs = [(slot[i], slot[j]) for i, j in self._pairs]
+                packed = _native.gram(
+                    lists, local_pairs, block_of=self.gram_of, n_blocks=self.n_gram
+                )
+                if not _kernel_range_ok(packed, local_pairs, lists):
+                    packed = None  # float32 products out of range: the float64 torch-op pass
+            if not self._pairs:
+                g = torch.zeros((self.n_gram, n, n), dtype=torch.float64, device=self._device())
+            elif packed is not None:
+                ii = _on(packed.device, [i * n + j for i, j in self._pairs], torch.long)
+                jj = _on(packed.device, [j * n + i for i, j in self._pairs], torch.long)
+                g = packed.new_zeros((self.n_gram, n * n))
+                g.index_copy_(1, ii, packed).index_copy_(1, jj, packed)
+                g = g.view(self.n_gram, n, n)
+            else:
+                sub = _gram.gram(lists, block_of=self.gram_of, n_blocks=self.n_gram)
+                mask = [0.0] * (n * n)
+                for i, j in self._pairs:
+                    mask[i * n + j] = mask[j * n + i] = 1.0
+                if len(used) < n:  # place the used lists' Gram in the full matrix
+                    pick = _on(sub.device, used, torch.long)
+                    full = sub.new_zeros((self.n_gram, n, n))
+                    full[:, pick[:, None], pick[None, :]] = sub
+                    sub = full
+                g = sub * _on(sub.device, mask, sub.dtype).view(n, n)
+            self._gram = self.reduce(g) if self.reduce is not None else g
         return self._gram
 
-    def _pair_index(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        return (
-            _on(device, [i for i, _ in self._pairs], torch.long),
-            _on(device, [j for _, j in self._pairs], torch.long),
-        )
-
     def sq_norms(self) -> Tensor:
-        """``[K + 1]``: the squared global norms of ``g_0..g_K`` (runs :meth:`gram`)."""
+        """``[K + 1]``: the squared global norms of ``g_0..g_K`` (runs :meth:`gram`).
+
+        Raises:
+            RuntimeError: the step was built with ``norms=False``.
+        """
+        if not self.norms:
+            raise RuntimeError("this SurgeryStep was built with norms=False")
         return self.gram().diagonal(dim1=1, dim2=2)[:, : self.k + 1].sum(0)
 
     def coefficients(self) -> Coefficients:
@@ -276,6 +324,8 @@ class SurgeryStep:
         output's dtype (and every coefficient representable). False means "not known": call
         :meth:`outputs_finite` (an extra pass) to decide.
         """
+        if not self.norms:
+            raise RuntimeError("surely_finite() needs the gradients' norms: build with norms=True")
         g = self.gram()
         diag = g.diagonal(dim1=1, dim2=2)
         ok = torch.isfinite(diag[:, : self.k + 1]).all()
@@ -302,7 +352,14 @@ class SurgeryStep:
     # ------------------------------------------------------------------ phase 2
 
     def apply(self) -> StepResult:
-        """Pass 2: writes the direction (into ``out`` or new tensors) and the new state."""
+        """Pass 2: writes the direction (into ``out`` or new tensors) and the new state.
+
+        Raises:
+            RuntimeError: when called a second time (the state would be updated twice).
+        """
+        if self._applied:
+            raise RuntimeError("SurgeryStep.apply() was already called: build a new step")
+        self._applied = True
         coefs = self.coefficients()
         k, m = self.k, len(self.vectors) - self.k - 1
         written = [j for j in range(m) if self.reads[1 + j] is not None]
@@ -312,9 +369,9 @@ class SurgeryStep:
             direction = self.out
             if direction is None:
                 direction = [torch.empty_like(t) for t in self.vectors[0]]
-            outs = [direction, *targets[1:]]
+            outs = [direction] + [list(self.vectors[k + 1 + j]) for j in written]
             c = self._output_coefs().to("cpu", torch.float64)
-            _native.lincomb(self.vectors, outs, c, block_of=self.eff_of)  # type: ignore[attr-defined]
+            _native.lincomb(self.vectors, outs, c, block_of=self.eff_of)
         else:
             scalars, reads, likes = self._plan()
             direction = _lincomb.lincomb(
@@ -323,7 +380,7 @@ class SurgeryStep:
         return StepResult(
             direction,
             coefs.info,
-            self.sq_norms() if self._gram is not None else None,
+            self.sq_norms() if self._gram is not None and self.norms else None,
             self._gram,
             coefs,
         )
@@ -355,8 +412,7 @@ class SurgeryStep:
         n_out, n = coefs.shape[1], coefs.shape[2]
         scalars: list[list[_lincomb.Scalars]] = []
         if coefs.shape[0] == 1:
-            flat = coefs[0]
-            scalars = [[flat[o, i] for i in range(n)] for o in range(n_out)]
+            scalars = [list(row.unbind(0)) for row in coefs[0].unbind(0)]
         else:
             per = coefs.index_select(0, _on(coefs.device, self.eff_of, torch.long))
             per = per.permute(1, 2, 0)
@@ -389,7 +445,7 @@ def _on(device: torch.device, values: Sequence[float] | Tensor, dtype: torch.dty
     memory and a non-blocking copy for accelerators)."""
     if isinstance(values, Tensor):
         if values.device == device:
-            return values.to(dtype)
+            return values if values.dtype == dtype else values.to(dtype)
         key: tuple[object, ...] = (
             device,
             dtype,
@@ -428,10 +484,32 @@ def _compiling() -> bool:
 
 
 def _native_usable(lists: Sequence[TensorList], n_in: int, n_out: int) -> bool:
-    """THE eligibility check of the kernel path (interface C: ``_native.usable``)."""
-    if not hasattr(_native, "lincomb") or n_in > 8 or n_out > 4:
+    """THE eligibility check of the kernel path: ``_native.usable`` (interface C), within the
+    kernel's list counts."""
+    if n_in > _native.MAX_INPUTS or n_out > _native.MAX_OUTPUTS:
         return False
-    return bool(_native.usable(lists))  # type: ignore[call-arg, arg-type]
+    return _native.usable(lists)
+
+
+KERNEL_TINY = 1e-30
+"""On the kernel path, float32 products are summed in float32 lanes: a squared norm below
+``KERNEL_TINY`` times the number of elements, in any block (rms element below 1e-15, where
+squares near float32's underflow could carry a relative error above ~1e-8; exact zeros
+included), or a non-finite entry (a lane overflowed) sends pass 1 to the float64 torch-op Gram
+instead. Read on the host: the kernel path is CPU-only, so this is
+no device synchronisation."""
+
+
+def _kernel_range_ok(
+    packed: Tensor, pairs: Sequence[tuple[int, int]], lists: Sequence[TensorList]
+) -> bool:
+    if lists[0][0].dtype != torch.float32:
+        return True
+    if not bool(torch.isfinite(packed).all()):
+        return False
+    numel = sum(t.numel() for t in lists[0])
+    diag = [p for p, (i, j) in enumerate(pairs) if i == j]
+    return not diag or bool((packed[:, diag] >= KERNEL_TINY * max(numel, 1)).all())
 
 
 def _gram_blocks(blocks: GramBlocks, coef_of: list[int], n_tensors: int) -> tuple[list[int], int]:

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -25,6 +26,7 @@ from .._validation import (
     check_flag,
     check_grad_list,
     check_lams,
+    check_rhos,
     collect_params,
 )
 from ..amp import autocast_disabled, loss_scale, poison_
@@ -36,13 +38,14 @@ from ..distributed.sharded import (
     local,
     sharded_reducer,
 )
-from . import _stages as stages
 from ..functional import Formula, StepResult, SurgeryStep
+from . import _stages as stages
 from ._finite import check_step
 from ._gradients import GradList, dense
 from ._state import SCALARS, StateSpec, check_count
 
 NonFinite = Literal["raise", "skip"]
+Granularity = Literal["global", "group", "tensor"]
 
 STATE = "state"
 STEP = "step"
@@ -50,18 +53,16 @@ SKIPPED = "skipped_steps"
 HYPERPARAMETERS = "hyperparameters"
 PARAM_GROUPS = "param_groups"
 METHOD = "method"
+GROUP_KEYS = ("lam", "rho")
+"""The settings a parameter group may carry (saved with the group in the state dict)."""
 
 
 def check_process_group(value: object) -> ProcessGroupArg:
     """``"auto"``, ``None`` or a ``torch.distributed.ProcessGroup``."""
     if value is None or value == "auto":
         return value  # type: ignore[return-value]
-    if isinstance(value, str) or not (
-        dist.is_available() and isinstance(value, dist.ProcessGroup)
-    ):
-        raise ValueError(
-            f"Invalid process_group={value!r}: must be 'auto', a ProcessGroup or None"
-        )
+    if isinstance(value, str) or not (dist.is_available() and isinstance(value, dist.ProcessGroup)):
+        raise ValueError(f"Invalid process_group={value!r}: must be 'auto', a ProcessGroup or None")
     return value
 
 
@@ -101,6 +102,7 @@ class Surgeon(ABC):
         foreach: bool = True,
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
+        granularity: Granularity = "global",
     ) -> None:
         self.param_groups, self._params = collect_params(params)
         self._lams = self._check_lam(lam)
@@ -108,6 +110,13 @@ class Surgeon(ABC):
         self.foreach = check_flag("foreach", foreach)
         self.nonfinite: NonFinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))  # type: ignore[assignment]
         self.process_group: ProcessGroupArg = check_process_group(process_group)
+        self.granularity: Granularity = check_choice(  # type: ignore[assignment]
+            "granularity", granularity, ("global", "group", "tensor")
+        )
+        self._group_of = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
+        self._step_groups: list[int] = [0]  # the groups of the last step's coefficient blocks
+        if type(self)._levels is Surgeon._levels:  # subclasses with more settings check later
+            self._check_groups()
         self.step_count = 0
         self.skipped_steps = 0
         self._accumulator = stages.Accumulator()
@@ -127,6 +136,65 @@ class Surgeon(ABC):
                 "losses; give as many weights"
             )
         return lams
+
+    def _levels(self) -> dict[str, tuple[float, ...]]:
+        """The surgeon-wide hyperparameters that parameter groups may override, per level."""
+        return {"lam": self._lams}
+
+    def _check_groups(self) -> list[dict[str, tuple[float, ...]]]:
+        """Every group's settings (its own ``lam``/``rho`` or the surgeon's), validated."""
+        defaults = self._levels()
+        out = []
+        for g, group in enumerate(self.param_groups):
+            values = dict(defaults)
+            for key in ("lam", "rho"):
+                if key not in group:
+                    continue
+                if key not in defaults:
+                    raise ValueError(
+                        f"Invalid parameter group {g}: {type(self).__name__} has no {key!r}"
+                    )
+                value = (
+                    check_lams(group[key]) if key == "lam" else check_rhos(group[key], self.num_aux)
+                )
+                if len(value) != self.num_aux:
+                    raise ValueError(
+                        f"Invalid parameter group {g}: {key}={group[key]!r} gives {len(value)} "
+                        f"value(s) for {self.num_aux} auxiliary losses"
+                    )
+                values[key] = value
+            out.append(values)
+        return out
+
+    def _blocks(
+        self, index: list[int]
+    ) -> tuple[dict[str, Any], list[int] | None, str | None, list[int]]:
+        """``(hyper, coef_blocks, gram_blocks, active)`` of a step over the parameters
+        ``index``: per-group hyperparameters as coefficient blocks (numbered over the groups
+        present), the granularity of the inner products, and the positions in ``index`` that
+        take part (a group whose own ``lam`` is 0 sits out)."""
+        groups = self._check_groups()
+        of = [self._group_of[i] for i in index]
+        active = [
+            pos
+            for pos, g in enumerate(of)
+            if "lam" not in self.param_groups[g] or any(groups[g]["lam"])
+        ]
+        k = self.num_aux
+        self._step_groups = [0]
+
+        def form(values: tuple[float, ...]) -> Any:
+            return values[0] if k == 1 else list(values)
+
+        per_group = any(("lam" in g or "rho" in g) for g in self.param_groups)
+        if not per_group and self.granularity == "global":
+            return {name: form(v) for name, v in self._levels().items()}, None, None, active
+        present = sorted({of[pos] for pos in active})
+        self._step_groups = present
+        number = {g: n for n, g in enumerate(present)}
+        hyper = {name: [form(groups[g][name]) for g in present] for name in self._levels()}
+        gram = None if self.granularity == "global" else self.granularity
+        return hyper, [number[of[pos]] for pos in active], gram, active
 
     @property
     def num_aux(self) -> int:
@@ -231,9 +299,7 @@ class Surgeon(ABC):
         )
         checked = losses if group is None else None  # losses differ between ranks
         try:
-            directions = self._surgery(
-                grads, checked, skip_nonfinite=scale is not None, owned=True
-            )
+            directions = self._surgery(grads, checked, skip_nonfinite=scale is not None, owned=True)
         except NonFiniteGradientError as error:
             if had_pending:  # the micro-batches summed so far cannot be told apart any more
                 raise NonFiniteGradientError(
@@ -252,7 +318,11 @@ class Surgeon(ABC):
         return self._accumulator.pending is not None
 
     def combine(
-        self, main_grads: GradList, aux_grads: GradList | Sequence[GradList]
+        self,
+        main_grads: GradList,
+        aux_grads: GradList | Sequence[GradList],
+        *,
+        out: Sequence[Tensor | None] | None = None,
     ) -> GradList:
         """The direction for gradients the caller already has; advances the state like ``backward``.
 
@@ -261,12 +331,15 @@ class Surgeon(ABC):
                 parameter's shape, dtype and device.
             aux_grads: likewise for the auxiliary loss; with K auxiliary losses a list of K
                 such lists, in priority order.
+            out: where to write the direction, one tensor per parameter like the gradients
+                (e.g. each ``p.grad``); saves allocating new tensors, which on the CPU costs
+                more than the step itself at large sizes. Default: new tensors.
 
         Returns:
-            One direction per parameter (new tensors; the inputs are neither modified nor
-            copied, and gradients that require grad are detached), ``None`` where every
-            gradient is ``None``. ``None`` everywhere when the step was skipped
-            (``nonfinite="skip"``).
+            One direction per parameter (the tensors of ``out``, or new ones; the inputs are
+            neither modified nor copied, and gradients that require grad are detached),
+            ``None`` where every gradient is ``None``. ``None`` everywhere when the step was
+            skipped (``nonfinite="skip"``; ``out`` is then left as it was).
         """
         nested = (
             isinstance(aux_grads, Sequence)
@@ -291,9 +364,12 @@ class Surgeon(ABC):
                 "combine() called while micro-batches are pending; finish with backward()"
             )
         self._sharded()
-        grads = [[None if g is None else g.detach() for g in gs] for gs in grads]
-        out = self._surgery(grads, None, owned=False)
-        return [None] * len(self._params) if out is None else out
+        targets = None if out is None else check_grad_list("out", out, self._params)
+        # Detached (a graph must not reach the state); strided views made dense so that the
+        # step takes the same (fused) path, and so the same rounding, as for plain tensors.
+        grads = [[None if g is None else _plain_tensor(g.detach()) for g in gs] for gs in grads]
+        result = self._surgery(grads, None, owned=False, out=targets)
+        return [None] * len(self._params) if result is None else result
 
     def _sharded(self) -> bool:
         sharded = is_sharded(self._params)
@@ -311,6 +387,7 @@ class Surgeon(ABC):
         *,
         skip_nonfinite: bool = False,
         owned: bool,
+        out: GradList | None = None,
     ) -> GradList | None:
         """Finiteness and the method's combination (interface B); ``None`` when skipped.
 
@@ -333,17 +410,39 @@ class Surgeon(ABC):
         self._reduce = sharded_reducer(self._params) if sharded else None
         if sharded:
             lists = [[local(t) for t in ts] for ts in lists]
+        hyper, coef_blocks, gram_blocks, active = self._blocks(index)
+        excluded = [True] * len(index)
+        for pos in active:
+            excluded[pos] = False
+        step_index = [index[pos] for pos in active]
+        step_lists = (
+            lists if len(active) == len(index) else [[ts[p] for p in active] for ts in lists]
+        )
+        sitting_out = [lists[0][p] for p, out_ in enumerate(excluded) if out_]
+        targets: list[Tensor] | None = None
+        if out is not None:
+            chosen = [out[i] for i in index]
+            if any(t is None for t in chosen):
+                raise ValueError("Invalid out: None where a gradient exists; pass a tensor there")
+            targets = [local(t) for t in chosen if t is not None]
+        step_out = None if targets is None else [targets[p] for p in active]
         with autocast_disabled(self._params):
-            state, fresh = self._step_state(lists, index)
-            step = SurgeryStep(
-                self._formula(),
-                lists,
-                state,
-                hyper=self._hyper(),
-                out=lists[0] if owned else None,
-                reduce=self._reduce,
-                foreach=self.foreach,
-                kernel=self.foreach,
+            state, fresh = self._step_state(step_lists, step_index)
+            step = (
+                SurgeryStep(
+                    self._formula(),
+                    step_lists,
+                    state,
+                    hyper=hyper,
+                    out=step_lists[0] if owned else step_out,
+                    coef_blocks=coef_blocks,
+                    gram_blocks=gram_blocks,
+                    reduce=self._reduce,
+                    foreach=self.foreach,
+                    kernel=self.foreach,
+                )
+                if active
+                else None
             )
             finite = check_step(
                 step,
@@ -352,31 +451,40 @@ class Surgeon(ABC):
                 stages.loss_names(self.num_aux),
                 raise_error=not (skip_nonfinite or self.nonfinite == "skip"),
                 reduce=self._reduce,
+                sitting_out=sitting_out,
             )
             if not finite:
                 self.skipped_steps += 1
                 self._on_skipped_step()
                 return None
-            result = step.apply()
-            self._commit_state(fresh)
-            self._after_step(step, result)
-        directions = result.direction
+            if step is not None:
+                result = step.apply()
+                self._commit_state(fresh)
+                self._after_step(step, result)
+        # parameters that sit out take their main gradient (a copy when it is not ours)
+        directions: list[Tensor] = list(lists[0])
+        for pos, out_ in enumerate(excluded):
+            if out_ and not owned:
+                directions[pos] = (
+                    directions[pos].clone()
+                    if targets is None
+                    else targets[pos].copy_(directions[pos])
+                )
+        if step is not None:
+            for pos, d in zip(active, result.direction):
+                directions[pos] = d
         if sharded:
             directions = [as_sharded_like(d, self._params[i]) for i, d in zip(index, directions)]
         self.step_count += 1
-        out: GradList = [None] * n
+        full: GradList = [None] * n
         for i, d in zip(index, directions):
-            out[i] = d
-        return out
+            full[i] = d
+        return full
 
     # ------------------------------------------------------------------ the method
     @abstractmethod
     def _formula(self) -> Formula:
         """The method's :class:`~torchbloop.functional.Formula` (interface B)."""
-
-    def _hyper(self) -> dict[str, Any]:
-        """The hyperparameters handed to the formula (``lam``: one value or one per level)."""
-        return {"lam": self._lams[0] if self.num_aux == 1 else list(self._lams)}
 
     def _step_state(
         self, grads: list[list[Tensor]], index: list[int]
@@ -391,10 +499,10 @@ class Surgeon(ABC):
         if fresh is not None:
             self._set_state_lists(fresh)
 
-    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
+    def _after_step(self, step: SurgeryStep, result: StepResult) -> None:  # noqa: B027
         """Hook after a step (e.g. diagnostics from the Gram and the formula's info)."""
 
-    def _on_skipped_step(self) -> None:
+    def _on_skipped_step(self) -> None:  # noqa: B027
         """Hook for a step skipped as non-finite (e.g. to mark diagnostics)."""
 
     # ------------------------------------------------------------------ state
@@ -429,7 +537,8 @@ class Surgeon(ABC):
         groups = []
         for group in self.param_groups:
             n = len(group["params"])
-            groups.append({"params": list(range(index, index + n))})
+            saved = {key: _plain(group[key]) for key in GROUP_KEYS if key in group}
+            groups.append({"params": list(range(index, index + n)), **saved})
             index += n
         lists = self._state_lists()
         state = {} if lists is None else self.state_spec().to_dict(lists)
@@ -488,6 +597,14 @@ class Surgeon(ABC):
         probe = type(self).__new__(type(self))
         probe.__dict__.update(self.__dict__)
         probe._set_hyperparameters(dict(hp))  # validates on a copy
+        probe.param_groups = [
+            {
+                **{k: v for k, v in mine.items() if k not in GROUP_KEYS},
+                **{k: saved[k] for k in GROUP_KEYS if k in saved},
+            }
+            for mine, saved in zip(self.param_groups, groups)
+        ]
+        probe._check_groups()  # validates the groups' own settings
         lists = self.state_spec().from_dict(state_dict[STATE], self._params)  # validates
         self.__dict__.update(probe.__dict__)
         self.step_count = counts[STEP]
@@ -524,6 +641,25 @@ def surgeon_for(formula: Formula, name: str, *, max_aux: int | None = 1) -> type
             "__module__": __name__,
         },
     )
+
+
+def _plain_tensor(g: Tensor) -> Tensor:
+    """``g``, or a contiguous copy when it is a strided view (never for dense layouts such as
+    channels_last, which keep their format)."""
+    if g.is_contiguous():
+        return g
+    if g.dim() == 4 and g.is_contiguous(memory_format=torch.channels_last):
+        return g
+    if g.dim() == 5 and g.is_contiguous(memory_format=torch.channels_last_3d):
+        return g
+    return g.contiguous()
+
+
+def _plain(value: Any) -> Any:
+    """A group setting as plain numbers (a float, or a list of floats)."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [float(v) for v in value]
+    return float(value)
 
 
 def _first(values: Any) -> Tensor | None:

@@ -37,13 +37,14 @@ def finite_flag(
 
 
 def check_step(
-    step: SurgeryStep,
+    step: SurgeryStep | None,
     grads: Sequence[list[Tensor]],
     losses: Sequence[Tensor] | None,
     names: Sequence[str],
     *,
     raise_error: bool,
     reduce: _AllTrue | None,
+    sitting_out: list[Tensor] | None = None,
 ) -> bool:
     """Whether a step may proceed: its losses, gradients AND outputs are all finite.
 
@@ -55,21 +56,34 @@ def check_step(
     computing them aside (:meth:`SurgeryStep.outputs_finite`), so a huge ``lam`` that would
     overflow the direction is caught like a non-finite gradient.
 
+    ``sitting_out``: main gradients of parameters outside the step (a group with ``lam = 0``,
+    whose direction is its main gradient); ``step`` is ``None`` when every parameter sits out.
+
     Raises:
         NonFiniteGradientError: when something is not finite and ``raise_error``; the message
             names the loss whose value or gradient is inf/NaN, or says the direction is.
     """
-    sq = step.sq_norms()
-    per_loss = torch.isfinite(sq)
+    device = local(grads[0][0]).device
+    if step is not None:
+        sq = step.sq_norms()
+        per_loss = torch.isfinite(sq)
+        direction_ok = step.surely_finite().reshape(1)
+    else:
+        per_loss = torch.ones(len(grads), dtype=torch.bool, device=device)
+        direction_ok = torch.ones(1, dtype=torch.bool, device=device)
+    if sitting_out:
+        ok = finite_flag(sitting_out, None, per_loss.device)
+        per_loss = per_loss & torch.cat([ok.reshape(1), per_loss.new_ones(len(grads) - 1)])
     if losses is not None:
-        values = torch.stack([local(loss.detach()).to(sq.device, torch.float64) for loss in losses])
+        values = torch.stack(
+            [local(loss.detach()).to(per_loss.device, torch.float64) for loss in losses]
+        )
         per_loss = per_loss & torch.isfinite(values.reshape(-1))
-    flags = torch.cat([per_loss, step.surely_finite().reshape(1)])
+    flags = torch.cat([per_loss, direction_ok.to(per_loss.device)])
     if reduce is not None:
         flags = reduce.all_true(flags)
     if bool(flags.all()):
         return True
-    device = sq.device
     exact = torch.stack(
         [
             finite_flag(list(g), losses[i] if losses else None, device, exact=True)
@@ -86,7 +100,7 @@ def check_step(
                 "changed. Pass nonfinite='skip' to skip such steps instead."
             )
         return False
-    outputs = torch.tensor(step.outputs_finite(), device=device)
+    outputs = torch.tensor(step is None or step.outputs_finite(), device=device)
     if reduce is not None:
         outputs = reduce.all_true(outputs)
     if bool(outputs):

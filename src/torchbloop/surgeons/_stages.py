@@ -134,9 +134,7 @@ def all_reduce(
     return out
 
 
-def write_grad(
-    params: Sequence[Tensor], directions: GradList, scale: Tensor | None = None
-) -> None:
+def write_grad(params: Sequence[Tensor], directions: GradList, scale: Tensor | None = None) -> None:
     """Put each direction into ``.grad`` (times ``scale`` when a loss scaler is used).
 
     An existing ``.grad`` is overwritten in place (keeping its memory format); a missing one
@@ -151,4 +149,3 @@ def write_grad(
             p.grad = d
         else:
             p.grad.copy_(d)
-

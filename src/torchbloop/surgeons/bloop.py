@@ -12,7 +12,7 @@ from .._validation import ParamsT, check_choice, check_flag, check_rhos
 from ..distributed.data_parallel import ProcessGroupArg
 from ..distributed.sharded import local
 from ..functional import BloopFormula, Formula, StepResult, SurgeryStep
-from ._base import NonFinite, Surgeon
+from ._base import Granularity, NonFinite, Surgeon
 from ._state import StateSpec
 
 EMA_KEY = "main_grad_ema"
@@ -31,9 +31,11 @@ class BloopDiagnostics(NamedTuple):
     """Per-step diagnostics of :class:`Bloop` (float64 tensors on the gradients' device).
 
     With one auxiliary loss every field is a 0-dim tensor; with K of them each field has one
-    entry per level ``k = 1..K`` (shape ``[K]``). Reading them (``float(...)``) synchronises
-    with the device; keeping them does not. On a step skipped because a loss or gradient was
-    not finite the values are NaN and ``step_skipped`` is True.
+    entry per level ``k = 1..K`` (shape ``[K]``). With several blocks of inner products
+    (``granularity="group"``/``"tensor"``, or per-group ``lam``/``rho``) a leading dimension
+    holds one entry per block. Reading them (``float(...)``) synchronises with the device;
+    keeping them does not. On a step skipped because a loss or gradient was not finite the
+    values are NaN and ``step_skipped`` is True.
     """
 
     cos_main_ema: Tensor
@@ -72,8 +74,10 @@ class Bloop(Surgeon):
 
     Args:
         params: what a ``torch.optim`` optimizer takes (tensors or parameter-group dicts).
-        lam: :math:`\lambda \ge 0`, the weight of the projected auxiliary gradient.
-        rho: :math:`\rho \in (0, 1]`, the EMA's weight of the new main gradient (paper: 0.01).
+        lam: :math:`\lambda \ge 0`, the weight of the projected auxiliary gradient (or a list
+            of K weights for K auxiliary losses in priority order).
+        rho: :math:`\rho \in (0, 1]`, the EMA's weight of the new main gradient (paper: 0.01);
+            with K levels one value for every EMA or a list of K.
         ema_order: ``"paper"`` (default; Algorithm 1): project on the EMA of the PREVIOUS steps,
             then update it with the current gradient. ``"code"`` (the authors' code): update the
             EMA with the current gradient first, then project on it; with ``rho=1`` this
@@ -86,6 +90,8 @@ class Bloop(Surgeon):
         nonfinite: ``"raise"`` (default) on an inf/NaN loss or gradient, or ``"skip"`` the step
             (``.grad`` and the EMA untouched, ``skipped_steps`` incremented). Either costs one
             host synchronisation per step.
+        granularity: ``"global"`` (default, the paper's), ``"group"`` or ``"tensor"``: the
+            blocks over which inner products are taken.
         process_group: ``"auto"`` (default): average the gradients over the default process
             group when one is initialised with several ranks (DDP works unchanged); a group:
             average over it; ``None``: never average. Sharded (FSDP2/DTensor) parameters keep
@@ -93,7 +99,20 @@ class Bloop(Surgeon):
 
     The EMA is created lazily from the first main gradient, so the first step projects on it.
     When ``||e||^2`` is zero or not finite the projection is skipped for that step (reported in
-    the diagnostics); there is no epsilon.
+    the diagnostics); there is no epsilon. Every ``backward``/``combine`` call is one EMA step:
+    with ``torch.optim.LBFGS``, whose closure runs several times per optimizer step, the EMA
+    advances once per closure call (call the surgeon outside the closure, or accept a faster
+    EMA).
+
+    Several auxiliary losses (method.md section 7): ``lam`` a list of K weights, highest
+    priority first, and ``aux`` a list of K losses; one EMA per level above the last (``rho``
+    one value for all or one per EMA), and level k is projected off the span of the EMAs
+    ``e_0..e_{k-1}`` (Gram-Schmidt with a scale-free rank test). K = 1 is the paper's Bloop.
+
+    Parameter groups may carry their own ``lam`` and ``rho``; ``granularity="group"`` or
+    ``"tensor"`` computes the inner products (and so the projection) per group or per tensor
+    instead of over all parameters; a group whose own ``lam`` is 0 sits out of the surgery
+    (its direction is its main gradient; its EMA is not kept up to date).
 
     Differences from the authors' code: ``rho`` is the weight of the new gradient (their
     ``ema`` argument too, default 0.1 there, 0.01 here as in the paper); the default order is
@@ -136,9 +155,15 @@ class Bloop(Surgeon):
         foreach: bool = True,
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
+        granularity: Granularity = "global",
     ) -> None:
         super().__init__(
-            params, lam=lam, foreach=foreach, nonfinite=nonfinite, process_group=process_group
+            params,
+            lam=lam,
+            foreach=foreach,
+            nonfinite=nonfinite,
+            process_group=process_group,
+            granularity=granularity,
         )
         self._rhos = check_rhos(rho, self.num_aux)
         self._rho_is_float = not isinstance(rho, Sequence)
@@ -154,6 +179,13 @@ class Bloop(Surgeon):
         self.emas: list[list[Tensor]] | None = None
         """The EMAs ``e_0..e_{K-1}``, one list per level (``None`` until the first step)."""
         self.diagnostics: BloopDiagnostics | None = None
+        groups = self._check_groups()
+        if self.ema_order == "code" and granularity == "global":
+            if len({g["rho"] for g in groups}) > 1:
+                raise ValueError(
+                    "Invalid parameter groups: per-group rho with ema_order='code' needs "
+                    "granularity='group' or 'tensor' (the inner products of one block see one EMA)"
+                )
 
     @property
     def ema(self) -> list[Tensor] | None:
@@ -193,9 +225,8 @@ class Bloop(Surgeon):
     def _formula(self) -> Formula:
         return BloopFormula(self.ema_order)
 
-    def _hyper(self) -> dict[str, Any]:
-        rho = self._rhos[0] if self.num_aux == 1 else list(self._rhos)
-        return {**super()._hyper(), "rho": rho}
+    def _levels(self) -> dict[str, tuple[float, ...]]:
+        return {"lam": self._lams, "rho": self._rhos}
 
     def _step_state(
         self, grads: list[list[Tensor]], index: list[int]
@@ -212,16 +243,29 @@ class Bloop(Surgeon):
         return [[local(ema[i]) for i in index] for ema in emas], fresh
 
     def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
-        if self.diagnostics_enabled:
-            self.diagnostics = diagnostics_from(
-                step.gram(), result.info, self._rhos, self.ema_order
+        if not self.diagnostics_enabled:
+            return
+        gram = step.gram()
+        blocks = len(step.eff_gram)
+        if blocks == 1:
+            self.diagnostics = diagnostics_from(gram[0], result.info, self._rhos, self.ema_order)
+            return
+        groups = self._check_groups()
+        rhos = [groups[g]["rho"] for g in self._step_groups]  # the coefficient blocks' groups
+        per_block = [
+            diagnostics_from(
+                gram[step.eff_gram[b]],
+                {key: value[b : b + 1] for key, value in result.info.items()},
+                rhos[step.eff_coef[b]] if len(rhos) > 1 else rhos[0],
+                self.ema_order,
             )
+            for b in range(blocks)
+        ]
+        self.diagnostics = BloopDiagnostics(*(torch.stack(f) for f in zip(*per_block)))
 
     def _on_skipped_step(self) -> None:
         if self.diagnostics_enabled:
-            self.diagnostics = skipped_step_diagnostics(
-                self.num_aux, local(self._params[0]).device
-            )
+            self.diagnostics = skipped_step_diagnostics(self.num_aux, local(self._params[0]).device)
 
 
 def skipped_step_diagnostics(k: int, device: torch.device) -> BloopDiagnostics:
@@ -235,11 +279,11 @@ def skipped_step_diagnostics(k: int, device: torch.device) -> BloopDiagnostics:
 def diagnostics_from(
     gram: Tensor, info: dict[str, Tensor], rhos: Sequence[float], order: EmaOrder
 ) -> BloopDiagnostics:
-    """Per-level diagnostics from the step's Gram matrix and the formula's info (no sync).
+    """Per-level diagnostics from one block's Gram matrix and the formula's info (no sync).
 
     ``b_j`` is the EMA the projection used (``e_j``, or the updated one in "code" order).
     """
-    g = gram[0]
+    g = gram
     k = len(rhos)
     n = g.shape[0]
     levels = torch.arange(1, k + 1, device=g.device)
@@ -260,8 +304,8 @@ def diagnostics_from(
     removed_sq = (beta * (beta @ gbb)).sum(-1)
     removed = torch.where(g_kk > 0, removed_sq / torch.where(g_kk > 0, g_kk, 1.0), 0.0)
     skipped = info["skipped"][0].reshape(k).cumprod(0).bool()  # every EMA above was dropped
-    out = (cos, beta[prev, prev], removed, skipped, info["leak"][0].reshape(k))
-    out = out + (torch.zeros_like(skipped),)
+    fields = [cos, beta[prev, prev], removed, skipped, info["leak"][0].reshape(k)]
+    fields.append(torch.zeros_like(skipped))
     if k == 1:
-        out = tuple(t.reshape(()) for t in out)
-    return BloopDiagnostics(*out)
+        fields = [t.reshape(()) for t in fields]
+    return BloopDiagnostics(*fields)

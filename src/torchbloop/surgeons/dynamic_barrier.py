@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..functional import Formula, DynamicBarrierFormula
+from ..functional import DynamicBarrierFormula, Formula
 from ._base import Surgeon
 
 
@@ -21,7 +21,10 @@ class DynamicBarrier(Surgeon):
         params: what a ``torch.optim`` optimizer takes.
         lam: :math:`\lambda \ge 0` (one auxiliary loss; a list of several is refused).
         foreach: use the multi-tensor kernels.
-        nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
+        nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses, gradients or directions.
+        process_group: as for :class:`~torchbloop.Bloop` (DDP averaging).
+        granularity: ``"global"`` (default), ``"group"`` or ``"tensor"``: the blocks over which
+            the inner products are taken (parameter groups may carry their own ``lam``).
 
     Example:
         >>> import torch

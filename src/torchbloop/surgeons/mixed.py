@@ -16,7 +16,10 @@ class Mixed(Surgeon):
         params: what a ``torch.optim`` optimizer takes.
         lam: :math:`\lambda \ge 0`, or a list of K weights for K auxiliary losses.
         foreach: use the multi-tensor kernels.
-        nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses or gradients.
+        nonfinite: ``"raise"`` or ``"skip"`` steps with inf/NaN losses, gradients or directions.
+        process_group: as for :class:`~torchbloop.Bloop` (DDP averaging).
+        granularity: accepted for uniformity (Mixed takes no inner products); parameter groups
+            may carry their own ``lam``.
 
     Example:
         >>> import torch
@@ -26,7 +29,6 @@ class Mixed(Surgeon):
         >>> w.grad
         tensor([1.5000, 2.0000])
     """
-
 
     def _formula(self) -> Formula:
         return MixedFormula()

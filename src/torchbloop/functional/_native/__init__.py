@@ -1,208 +1,79 @@
-"""A fused CPU kernel for Bloop's step, compiled on first use (optional; torch ops otherwise).
+"""The fused CPU kernel of the surgery contract: all inner products in one pass, then all
+linear combinations in one more (optional; torch ops otherwise).
 
-Eager torch ops run one kernel per operation: Bloop's step is five of them (two inner products,
-an add, an ``addcmul``, a ``lerp``), and on one CPU core that arithmetic, not memory traffic,
-sets the pace. ``bloop_cpu.c`` does the same work in two loops over each tensor (inner products;
-then direction and EMA update), so each buffer crosses the memory bus about once per loop.
+Every method's step is (1) the inner products it needs over its vectors (gradients, state
+buffers), (2) a few scalar coefficients, (3) one linear combination per output (the direction,
+the new state). Eager torch ops run one kernel per inner product and per ``add``/``lerp``, each a
+trip through memory, and on one CPU core their arithmetic, not the memory traffic, sets the pace.
+:func:`gram` computes every requested inner product from one read of the lists, and
+:func:`lincomb` writes every output from one read of its inputs, each in a single C loop over the
+concatenated tensors (``fused_cpu.c``; built on first use, see :mod:`._build`).
 
-The C file is compiled with the system C compiler the first time it is needed (about a second),
-cached under ``$TORCHBLOOP_CACHE`` (default ``~/.cache/torchbloop``) keyed by a hash of the
-source, the flags and the compiler, and loaded with :mod:`ctypes`; the calls release the GIL.
-If there is no compiler, the build fails, or ``TORCHBLOOP_NATIVE=0`` is set, :func:`library`
-returns ``None`` and callers keep the torch-op paths (same results within rounding). Only
-plain contiguous CPU float32/float64 tensors are handled; see :func:`usable`.
+Only aligned plain contiguous CPU float32/float64 lists are handled (:func:`usable`, the one
+eligibility check); callers keep torch ops for everything else (CUDA, DTensor shards, bf16).
+The tensors must stay alive and in place during a call; the calls release the GIL.
 """
 
 from __future__ import annotations
 
 import array
 import ctypes
-import hashlib
 import operator
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from ._build import available, library, status, use_cpu_kernel
+
 __all__ = [
+    "MAX_INPUTS",
+    "MAX_OUTPUTS",
     "Prepared",
     "available",
     "combine",
     "dots",
+    "gram",
     "library",
+    "lincomb",
     "prepare",
     "status",
     "usable",
     "use_cpu_kernel",
 ]
 
-_SOURCE = Path(__file__).with_name("bloop_cpu.c")
+MAX_INPUTS = 8
+"""Most lists :func:`gram` reads and :func:`lincomb` combines in one call."""
+MAX_OUTPUTS = 4
+"""Most output lists :func:`lincomb` writes in one call."""
+
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 _MIN_PER_THREAD = 1 << 20
 """Elements per thread below which extra threads cost more than they save."""
 
-_lock = threading.Lock()
-_state: dict[str, object] = {}
 
+def usable(lists: Sequence[Sequence[Tensor]], *more: Sequence[Tensor]) -> bool:
+    """Whether the kernel takes these lists: aligned lists (equal lengths, equal sizes tensor
+    by tensor) of plain contiguous CPU tensors of one dtype, float32 or float64, none requiring
+    grad; and the kernel is built and switched on.
 
-def _flags() -> list[str]:
-    flags = ["-O3", "-shared", "-fPIC", "-pthread", "-fno-math-errno"]
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability in ("AVX2", "AVX512") and _is_x86():
-        flags += ["-mavx2", "-mfma"]
-    return flags
-
-
-def _is_x86() -> bool:
-    import platform
-
-    return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("TORCHBLOOP_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "torchbloop"
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def _target(cc: str, flags: list[str]) -> Path:
-    """The cached library's path: keyed by the source, the flags and the compiler's version."""
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
-    key = hashlib.sha256(
-        _SOURCE.read_bytes() + repr((flags, version.stdout, sys.platform)).encode()
-    ).hexdigest()[:16]
-    return _cache_dir() / f"bloop_cpu_{key}.so"
-
-
-def _build() -> ctypes.CDLL:
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC)")
-    flags = _flags()
-    target = _target(cc, flags)
-    if target.exists():
-        try:
-            return _declare(ctypes.CDLL(str(target)))
-        except OSError:  # unreadable or foreign file under our name: build it again
-            pass
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        result = subprocess.run(
-            [cc, *flags, str(_SOURCE), "-o", str(built)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {result.stderr.strip()[-2000:]}")
-        os.replace(built, target)  # atomic: concurrent processes may race here
-    return _declare(ctypes.CDLL(str(target)))
-
-
-def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """Sets the argument types of the two entry points of ``bloop_cpu.c``."""
-    i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
-    lib.torchbloop_dots.argtypes = [cint, i64, ptr, ptr, ptr, ptr, dbl, cint, cint, ptr]
-    lib.torchbloop_dots.restype = cint
-    lib.torchbloop_combine.argtypes = [cint, i64, *[ptr] * 5, dbl, dbl, dbl, cint, cint]
-    lib.torchbloop_combine.restype = cint
-    return lib
-
-
-def library() -> ctypes.CDLL | None:
-    """The compiled kernel, building it on the first call; ``None`` when unavailable."""
-    lib = _state.get("lib")
-    if lib is not None or "error" in _state:  # built, or failed: decided once per process
-        return lib  # type: ignore[return-value]
-    with _lock:
-        if "lib" in _state or "error" in _state:
-            return _state.get("lib")  # type: ignore[return-value]
-        if os.environ.get("TORCHBLOOP_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-            _state["error"] = "disabled by TORCHBLOOP_NATIVE"
-            return None
-        try:
-            _state["lib"] = _build()
-        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            _state["error"] = str(exc)
-            return None
-        return _state["lib"]  # type: ignore[return-value]
-
-
-def use_cpu_kernel(enabled: bool) -> bool:
-    """Turns the fused CPU kernel on or off for this process; returns the previous setting.
-
-    On by default (unless ``TORCHBLOOP_NATIVE=0``); off, :func:`bloop_update_` runs its
-    cache-blocked torch-op paths, with the same results within rounding. Turning it on builds
-    the kernel if needed; it stays off when that fails (see :func:`cpu_kernel_status`).
+    ``usable(a, b, c)`` (the lists as separate arguments) is the form of the Bloop-only entry
+    points and goes away with them. The checks are C-level ``map`` loops: a few tens of
+    nanoseconds per tensor.
 
     Example:
-        >>> from torchbloop.functional import use_cpu_kernel
-        >>> previous = use_cpu_kernel(False)
-        >>> _ = use_cpu_kernel(previous)
+        >>> import torch
+        >>> from torchbloop.functional import _native
+        >>> x = [torch.ones(3), torch.ones(2)]
+        >>> _native.usable([x, [t.double() for t in x]])
+        False
     """
-    previous = not _state.get("off", False)
-    _state["off"] = not enabled
-    return previous
-
-
-def available() -> bool:
-    """Whether the fused CPU kernel is on and built for this process (builds it if needed).
-
-    Example:
-        >>> from torchbloop.functional import cpu_kernel_available, cpu_kernel_status
-        >>> cpu_kernel_available() == (cpu_kernel_status() == "fused CPU kernel: loaded")
-        True
-    """
-    return not _state.get("off", False) and library() is not None
-
-
-def status() -> str:
-    """One line saying whether the kernel is in use, and why not when it is not.
-
-    Example:
-        >>> from torchbloop.functional import cpu_kernel_status
-        >>> cpu_kernel_status().startswith("fused CPU kernel: ")
-        True
-    """
-    if _state.get("off", False):
-        return "fused CPU kernel: not used (turned off by use_cpu_kernel(False))"
-    if library() is not None:
-        return "fused CPU kernel: loaded"
-    return f"fused CPU kernel: not used ({_state.get('error')})"
-
-
-def _reset() -> None:
-    """Forget the loaded library and the on/off setting (tests)."""
-    with _lock:
-        _state.clear()
-
-
-def usable(*lists: Sequence[Tensor]) -> bool:
-    """Whether the kernel handles these lists: aligned contiguous CPU float32/float64 tensors
-    of one dtype and equal sizes, none requiring grad, and the kernel is available.
-
-    The checks are C-level ``map`` loops: a few tens of nanoseconds per tensor.
-    """
+    if more:  # legacy form: usable(main, aux, ema)
+        lists = (lists, *more)  # type: ignore[assignment, arg-type]
+    if not lists or not lists[0]:
+        return False
     first = lists[0]
-    if not first or first[0].dtype not in _DTYPES:
+    if not isinstance(first[0], Tensor) or first[0].dtype not in _DTYPES:
         return False
     sizes = list(map(Tensor.numel, first))
     dtype = first[0].dtype
@@ -225,31 +96,163 @@ _is_cpu = operator.attrgetter("is_cpu")
 _requires_grad = operator.attrgetter("requires_grad")
 
 
-class Prepared(NamedTuple):
-    """Data pointers and sizes of the three lists, gathered once per step for both passes."""
+def gram(
+    lists: Sequence[Sequence[Tensor]],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    block_of: Sequence[int] | None = None,
+    n_blocks: int = 1,
+) -> Tensor:
+    """Inner products of lists, all from one read of each list.
 
-    dtype: int
-    n_tensors: int
-    total: int
-    sizes: array.array[int]
-    main: array.array[int]
-    aux: array.array[int]
-    ema: array.array[int]
+    ``result[b, p] = sum over the tensors t with block_of[t] == b of <lists[i][t], lists[j][t]>``
+    for ``(i, j) = pairs[p]``; without ``block_of`` every tensor is in block 0. Products are
+    summed in vector lanes of the element type over chunks of 4096 elements, then in double.
 
+    Args:
+        lists: up to :data:`MAX_INPUTS` lists that satisfy :func:`usable`.
+        pairs: list indices; repeated pairs are computed once.
+        block_of: the block of each tensor, in ``[0, n_blocks)``.
+        n_blocks: number of blocks.
 
-def prepare(main: Sequence[Tensor], aux: Sequence[Tensor], ema: Sequence[Tensor]) -> Prepared:
-    """Gathers the pointers of lists that satisfy :func:`usable`; the tensors must stay alive
-    (and in place) until the passes that use the result have run."""
-    sizes = array.array("q", map(Tensor.numel, ema))
-    return Prepared(
-        _DTYPES[ema[0].dtype],
-        len(ema),
-        sum(sizes),
-        sizes,
-        array.array("q", map(Tensor.data_ptr, main)),
-        array.array("q", map(Tensor.data_ptr, aux)),
-        array.array("q", map(Tensor.data_ptr, ema)),
+    Returns:
+        A float64 CPU tensor ``[n_blocks, len(pairs)]``.
+
+    Raises:
+        ValueError: too many lists, an index out of range, or a bad ``block_of``.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import _native
+        >>> x, y = [torch.tensor([1.0, 2.0]), torch.tensor([3.0])], [torch.ones(2), torch.ones(1)]
+        >>> if _native.usable([x, y]):
+        ...     print(_native.gram([x, y], [(0, 0), (0, 1)], block_of=[0, 1], n_blocks=2))
+        ... else:
+        ...     print("tensor([[5., 3.],\\n        [9., 3.]], dtype=torch.float64)")
+        tensor([[5., 3.],
+                [9., 3.]], dtype=torch.float64)
+    """
+    lib = _library()
+    if not 1 <= len(lists) <= MAX_INPUTS:
+        raise ValueError(f"gram takes 1 to {MAX_INPUTS} lists, got {len(lists)}")
+    result = torch.empty(n_blocks, len(pairs), dtype=torch.float64)
+    flat = array.array("i", [int(k) for pair in pairs for k in pair])
+    if len(flat) != 2 * len(pairs):
+        raise ValueError(f"pairs must be (i, j) tuples, got {pairs!r}")
+    count = len(lists[0])
+    blocks = _blocks(block_of, count, n_blocks)
+    pointers = _pointers(lists)
+    sizes = array.array("q", map(Tensor.numel, lists[0]))
+    code = lib.torchbloop_gram(
+        _DTYPES[lists[0][0].dtype],
+        count,
+        _address(sizes),
+        len(lists),
+        _address(pointers),
+        len(pairs),
+        _address(flat),
+        _address(blocks) if blocks is not None else None,
+        n_blocks,
+        _threads(sum(sizes)),
+        result.data_ptr(),
     )
+    _raise_for(code, f"gram: pairs {list(pairs)} over {len(lists)} lists, {n_blocks} blocks")
+    return result
+
+
+def lincomb(
+    inputs: Sequence[Sequence[Tensor]],
+    outputs: Sequence[Sequence[Tensor]],
+    coefs: Tensor,
+    *,
+    block_of: Sequence[int] | None = None,
+) -> None:
+    """Writes linear combinations of lists, all outputs from one read of the inputs.
+
+    For every element: ``outputs[o][t] = sum_i coefs[block_of[t], o, i] * inputs[i][t]``, in
+    the element type. An output list may be an input list (the same tensors): all inputs of an
+    element are read before any output of it is written. Outputs must not overlap inputs or
+    each other otherwise. A zero coefficient times a non-finite input is NaN (IEEE arithmetic).
+
+    Args:
+        inputs: up to :data:`MAX_INPUTS` lists. outputs: up to :data:`MAX_OUTPUTS` lists; all
+            together satisfy :func:`usable`.
+        coefs: ``[n_blocks, len(outputs), len(inputs)]`` (read as float64 host values).
+        block_of: the block of each tensor (default: all in block 0, and ``n_blocks == 1``).
+
+    Raises:
+        ValueError: too many lists, ``coefs`` of the wrong shape, a bad ``block_of``, or an
+            output that overlaps another list without being the same tensors.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional import _native
+        >>> x, y = [torch.tensor([1.0, 2.0])], [torch.tensor([10.0, 20.0])]
+        >>> if _native.usable([x, y]):
+        ...     _native.lincomb([x, y], [y], torch.tensor([[[2.0, 0.5]]]))
+        ... else:
+        ...     y[0].copy_(torch.tensor([7.0, 14.0]))
+        >>> y
+        [tensor([ 7., 14.])]
+    """
+    lib = _library()
+    if not 1 <= len(inputs) <= MAX_INPUTS or not 1 <= len(outputs) <= MAX_OUTPUTS:
+        raise ValueError(
+            f"lincomb takes 1 to {MAX_INPUTS} inputs and 1 to {MAX_OUTPUTS} outputs, got "
+            f"{len(inputs)} and {len(outputs)}"
+        )
+    coefs = coefs.detach().to("cpu", torch.float64).contiguous()
+    if coefs.dim() != 3 or coefs.shape[1:] != (len(outputs), len(inputs)):
+        raise ValueError(
+            f"coefs must have shape [n_blocks, {len(outputs)}, {len(inputs)}], got "
+            f"{tuple(coefs.shape)}"
+        )
+    n_blocks = coefs.shape[0]
+    count = len(inputs[0])
+    if block_of is None and n_blocks != 1:
+        raise ValueError(f"coefs has {n_blocks} blocks: pass block_of")
+    blocks = _blocks(block_of, count, n_blocks)
+    sizes = array.array("q", map(Tensor.numel, inputs[0]))
+    sources, targets = _pointers(inputs), _pointers(outputs)  # alive until the call returns
+    code = lib.torchbloop_lincomb(
+        _DTYPES[inputs[0][0].dtype],
+        count,
+        _address(sizes),
+        len(inputs),
+        _address(sources),
+        len(outputs),
+        _address(targets),
+        coefs.data_ptr(),
+        _address(blocks) if blocks is not None else None,
+        n_blocks,
+        _threads(sum(sizes)),
+    )
+    _raise_for(code, f"lincomb: {len(inputs)} inputs, {len(outputs)} outputs")
+
+
+def _library() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"{status()}: check usable() before calling the kernel")
+    return lib
+
+
+def _pointers(lists: Sequence[Sequence[Tensor]]) -> array.array[int]:
+    pointers = array.array("q")
+    for tensors in lists:
+        pointers.extend(map(Tensor.data_ptr, tensors))
+    return pointers
+
+
+def _blocks(block_of: Sequence[int] | None, count: int, n_blocks: int) -> array.array[int] | None:
+    if n_blocks < 1:
+        raise ValueError(f"Invalid n_blocks={n_blocks}: must be >= 1")
+    if block_of is None:
+        return None
+    blocks = array.array("q", block_of)
+    if len(blocks) != count:
+        raise ValueError(f"block_of has {len(blocks)} entries for {count} tensors")
+    return blocks
 
 
 def _address(values: array.array[int]) -> int:
@@ -260,46 +263,15 @@ def _threads(total: int) -> int:
     return max(1, min(torch.get_num_threads(), total // _MIN_PER_THREAD))
 
 
-def dots(lists: Prepared, *, rho: float | None = None) -> tuple[float, float]:
-    """``(<aux, ema>, <ema, ema>)`` summed over the lists, in double.
-
-    With ``rho`` given, ``ema <- lerp(ema, main, rho)`` first (in the same loop) and the inner
-    products are those of the updated EMA (Bloop's "code" order).
-    """
-    lib = library()
-    assert lib is not None
-    result = (ctypes.c_double * 2)()
-    lib.torchbloop_dots(
-        lists.dtype,
-        lists.n_tensors,
-        _address(lists.sizes),
-        _address(lists.aux),
-        _address(lists.ema),
-        _address(lists.main),
-        float(rho if rho is not None else 0.0),
-        int(rho is not None),
-        _threads(lists.total),
-        ctypes.addressof(result),
-    )
-    return result[0], result[1]
+def _raise_for(code: int, what: str) -> None:
+    if code == -1:
+        raise MemoryError(f"{what}: out of memory")
+    if code == -2:
+        raise ValueError(f"{what}: a list index or a block index is out of range")
+    if code == -3:
+        raise ValueError(f"{what}: an output overlaps an input or another output")
 
 
-def combine(lists: Prepared, *, lam: float, ncoef: float, rho: float | None = None) -> None:
-    """``aux <- main + lam * aux + ncoef * ema`` (the direction, written over ``aux``), then
-    ``ema <- lerp(ema, main, rho)`` if ``rho`` is given (Bloop's "paper" order)."""
-    lib = library()
-    assert lib is not None
-    lib.torchbloop_combine(
-        lists.dtype,
-        lists.n_tensors,
-        _address(lists.sizes),
-        _address(lists.main),
-        _address(lists.aux),
-        _address(lists.ema),
-        _address(lists.aux),
-        float(lam),
-        float(ncoef),
-        float(rho if rho is not None else 0.0),
-        int(rho is not None),
-        _threads(lists.total),
-    )
+# The Bloop-only entry points of the first kernel, now over gram/lincomb (imported last: they
+# call the functions above). Delete once functional/_fused.py no longer calls them.
+from ._legacy import Prepared, combine, dots, prepare  # noqa: E402
