@@ -13,7 +13,7 @@ import torch
 from torchbloop.surgeons.agem import AGEM
 from torchbloop.surgeons.cosine_gating import CosineGating
 from torchbloop.surgeons.gradvac import GradVac
-from torchbloop.surgeons.metabalance import BASE_HAS_BLOCKS, MetaBalance
+from torchbloop.surgeons.metabalance import MetaBalance
 from torchbloop.surgeons.mgda import MGDA
 from torchbloop.surgeons.original_dynamic_barrier import OriginalDynamicBarrier
 
@@ -23,9 +23,8 @@ BUILDERS: dict[str, Any] = {
     "cosine_gating": lambda ps: CosineGating(ps, lam=0.5),
     "gradvac": lambda ps: GradVac(ps, lam=0.5, beta=0.5),
     "original_dynamic_barrier": lambda ps: OriginalDynamicBarrier(ps, alpha=0.5, beta=2.0),
+    "metabalance": lambda ps: MetaBalance(ps, r=0.7, beta=0.5),
 }
-if BASE_HAS_BLOCKS:
-    BUILDERS["metabalance"] = lambda ps: MetaBalance(ps, r=0.7, beta=0.5)
 
 STEPS = 3
 BATCH = 16

@@ -19,7 +19,6 @@ from torchbloop.functional.mgda import mgda_direction_reference
 from torchbloop.functional.original_dynamic_barrier import (
     original_dynamic_barrier_direction_reference,
 )
-from torchbloop.surgeons._base import Surgeon
 from torchbloop.surgeons.agem import AGEM
 from torchbloop.surgeons.cosine_gating import CosineGating
 from torchbloop.surgeons.gradvac import GradVac
@@ -74,16 +73,6 @@ class Ref:
         return original_dynamic_barrier_direction_reference(g_m, g_a, main_loss=loss_value, **hp)
 
 
-NEEDS_BLOCKS = pytest.mark.skipif(
-    not hasattr(Surgeon, "_blocks"),
-    reason="MetaBalance needs the Surgeon._blocks hook (per-tensor inner products) in the base",
-)
-
-
-def _case(name: str):
-    return pytest.param(name, marks=NEEDS_BLOCKS) if name == "metabalance" else name
-
-
 CASES = {
     "agem": (AGEM, {"lam": 0.7}),
     "mgda": (MGDA, {"lam": 0.3}),
@@ -103,7 +92,7 @@ def _ref(name):
     return Ref(name.replace("_unweighted", ""), hp)
 
 
-@pytest.mark.parametrize("name", [_case(n) for n in sorted(CASES)])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_backward_follows_the_reference(name):
     """Five steps of ``backward`` write the reference direction into ``.grad`` (state carried)."""
     cls, hp = CASES[name]
@@ -119,7 +108,7 @@ def test_backward_follows_the_reference(name):
     assert surgeon.step_count == 5
 
 
-@pytest.mark.parametrize("name", [_case(n) for n in sorted(CASES)])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_combine_equals_backward(name):
     cls, hp = CASES[name]
     ps = params()
@@ -141,7 +130,7 @@ def _roundtrip(sd):
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("name", [_case(n) for n in sorted(CASES)])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_state_round_trip_is_bit_exact(name):
     """Three steps, save (``weights_only`` loadable), load into a fresh surgeon, two more
     steps on both: the same directions and the same state, bit for bit."""
@@ -171,15 +160,8 @@ def test_state_round_trip_is_bit_exact(name):
     [
         ("gradvac", "phi_hat", torch.tensor(1.5, dtype=torch.float64)),
         ("gradvac", "phi_hat", torch.zeros(2, dtype=torch.float64)),
-        pytest.param(
-            "metabalance", "norm_main", torch.zeros(2, dtype=torch.float64), marks=NEEDS_BLOCKS
-        ),
-        pytest.param(
-            "metabalance",
-            "norm_aux",
-            torch.full((3,), -1.0, dtype=torch.float64),
-            marks=NEEDS_BLOCKS,
-        ),
+        ("metabalance", "norm_main", torch.zeros(2, dtype=torch.float64)),
+        ("metabalance", "norm_aux", torch.full((3,), -1.0, dtype=torch.float64)),
     ],
 )
 def test_bad_scalar_state_is_refused_before_any_change(name, key, bad):
@@ -249,8 +231,8 @@ def test_dynamic_barrier_combine_needs_the_loss():
         (lambda ps: CosineGating(ps, lam=1.0, weighted=1), TypeError, "weighted"),
         (lambda ps: GradVac(ps, lam=1.0, beta=0.0), ValueError, "beta"),
         (lambda ps: GradVac(ps, lam=1.0, beta="0.1"), TypeError, "beta"),
-        pytest.param(lambda ps: MetaBalance(ps, r=1.5), ValueError, r"r=1.5", marks=NEEDS_BLOCKS),
-        pytest.param(lambda ps: MetaBalance(ps, beta=1.0), ValueError, "beta", marks=NEEDS_BLOCKS),
+        (lambda ps: MetaBalance(ps, r=1.5), ValueError, r"r=1.5"),
+        (lambda ps: MetaBalance(ps, beta=1.0), ValueError, "beta"),
         (lambda ps: OriginalDynamicBarrier(ps, alpha=0.0), ValueError, "alpha"),
         (lambda ps: OriginalDynamicBarrier(ps, beta=float("inf")), ValueError, "beta"),
         (
@@ -291,9 +273,24 @@ def test_gradvac_target_follows_the_cosines():
         assert abs(float(s.phi_hat) - target) < 1e-14
 
 
-@pytest.mark.skipif(hasattr(Surgeon, "_blocks"), reason="the base has the hook")
-def test_metabalance_refuses_to_run_without_per_tensor_blocks():
-    """Without the base's ``_blocks`` hook MetaBalance would silently use global norms: it
-    refuses to be built instead."""
-    with pytest.raises(NotImplementedError, match="_blocks"):
-        MetaBalance(params())
+def test_per_group_lam_is_refused_where_there_is_no_lam():
+    """MetaBalance and the original barrier have no ``lam``: a parameter group's own ``lam``
+    is an error, not silently ignored."""
+    ps = params()
+    groups = [{"params": ps[:1], "lam": 0.5}, {"params": ps[1:]}]
+    with pytest.raises(ValueError, match="no 'lam'"):
+        MetaBalance(groups).backward(*losses(ps, 0))
+    with pytest.raises(ValueError, match="no 'lam'"):
+        OriginalDynamicBarrier(groups).backward(*losses(ps, 0))
+
+
+def test_metabalance_uses_per_tensor_norms_with_parameter_groups():
+    """Two parameter groups: the direction is still the per-tensor reference."""
+    ps = params()
+    s = MetaBalance([{"params": ps[:1]}, {"params": ps[1:]}], r=0.6, beta=0.5)
+    ref = Ref("metabalance", {"r": 0.6, "beta": 0.5})
+    for step in range(3):
+        main, aux = losses(ps, step)
+        expected = ref.step(grads_of(ps, main), grads_of(ps, aux), 0.0)
+        s.backward(main, aux)
+        assert_vec_close([p.grad for p in ps], expected, 1e-12 * norm(expected), "groups")

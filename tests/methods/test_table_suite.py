@@ -21,7 +21,6 @@ import torch
 from _table1_entries import ENTRIES
 
 from torchbloop.methods import METHODS
-from torchbloop.surgeons.metabalance import BASE_HAS_BLOCKS
 
 _PATH = Path(__file__).resolve().parents[1] / "surgeons" / "test_contract.py"
 _SPEC = importlib.util.spec_from_file_location("_surgeon_contract_suite", _PATH)
@@ -50,8 +49,6 @@ NOT_HALVED_WHY = (
 
 def _reason(test: str, method: str) -> tuple[str, str] | None:
     """``("skip" | "xfail", why)`` when a suite test cannot hold for a method, else None."""
-    if method == "metabalance" and not BASE_HAS_BLOCKS:
-        return "skip", "MetaBalance needs the Surgeon._blocks hook (per-tensor inner products)"
     if test == "test_state_round_trip_continues_bit_identically" and method in NO_LAM:
         return "skip", (
             "the suite checks surgeon.lam after loading; no lam here "
@@ -134,8 +131,6 @@ def test_suite(table, test, method):
 def test_main_loss_goes_down_without_priority(table, method):
     """What the methods without priority do guarantee on the suite's toy problem: the main loss
     goes down (every step's direction has ``<d, g_m> > 0`` to first order)."""
-    if method == "metabalance" and not BASE_HAS_BLOCKS:
-        pytest.skip("MetaBalance needs the Surgeon._blocks hook")
     model = suite.Toy()
     surgeon = suite.FACTORIES[method](model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=0.02)

@@ -96,7 +96,7 @@ class GradVac(Surgeon):
         self.beta = check_beta(beta)
         super().__init__(
             params, lam=lam, foreach=foreach, nonfinite=nonfinite, process_group=process_group
-        )
+        )  # granularity "global": one target cosine for the whole model
         device = local(self._params[0]).device if self._params else torch.device("cpu")
         self.phi_hat: Tensor = torch.zeros((), dtype=torch.float64, device=device)
         """The target cosine :math:`\\hat\\phi` (0-dim float64; 0 before the first step)."""
@@ -111,8 +111,17 @@ class GradVac(Surgeon):
     def _formula(self) -> Formula:
         return GradVacFormula()
 
-    def _hyper(self) -> dict[str, Any]:
-        return {**super()._hyper(), "beta": self.beta, TARGET_KEY: self.phi_hat}
+    def _blocks(
+        self, index: list[int]
+    ) -> tuple[dict[str, Any], list[int] | None, str | None, list[int]]:
+        """The base's blocks, plus ``beta`` and the target (one for all blocks)."""
+        hyper, coef_blocks, gram_blocks, active = super()._blocks(index)
+        return (
+            {**hyper, "beta": self.beta, TARGET_KEY: self.phi_hat},
+            coef_blocks,
+            gram_blocks,
+            active,
+        )
 
     def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
         self.phi_hat = result.info[TARGET_KEY].reshape(-1)[0].clone()

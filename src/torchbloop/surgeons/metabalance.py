@@ -21,9 +21,6 @@ from ..functional.metabalance import (
 )
 from ._base import NonFinite, Surgeon
 
-BASE_HAS_BLOCKS = hasattr(Surgeon, "_blocks")
-"""Whether :class:`Surgeon` takes the step's Gram and coefficient blocks from ``_blocks``."""
-
 SCALAR_STATE = "scalars"
 """The state-dict entry holding the norm averages (``{"norm_main": [n], "norm_aux": [n]}``,
 float64, one entry per parameter in the state dict's order)."""
@@ -72,10 +69,7 @@ class MetaBalance(Surgeon):
         process_group: ``"auto"``, ``None`` or a process group (see :class:`Surgeon`).
 
     Example:
-        >>> import pytest, torch
-        >>> from torchbloop.surgeons import metabalance
-        >>> if not metabalance.BASE_HAS_BLOCKS:  # the surgeon base must take per-tensor blocks
-        ...     pytest.skip("Surgeon._blocks is not in this version of the base")
+        >>> import torch
         >>> from torchbloop.surgeons.metabalance import MetaBalance
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
         >>> MetaBalance([w], r=1.0).backward(main=3 * w[0] + 4 * w[1], aux=w[0] * 1.0)
@@ -98,11 +92,6 @@ class MetaBalance(Surgeon):
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
     ) -> None:
-        if not BASE_HAS_BLOCKS:
-            raise NotImplementedError(
-                "MetaBalance needs per-tensor inner products: the surgeon base must build its "
-                "SurgeryStep with the blocks of Surgeon._blocks(index) (not in this version)"
-            )
         self.r = _check_unit("r", r, closed_high=True)
         self.beta = _check_unit("beta", beta, closed_high=False)
         # One aux loss, no weight: the base's lam is fixed to 1 and not a hyperparameter.
@@ -128,23 +117,27 @@ class MetaBalance(Surgeon):
     def _formula(self) -> Formula:
         return MetaBalanceFormula()
 
-    def _blocks(self, index: list[int]) -> tuple[str, list[int]]:
-        """Per-tensor inner products and coefficients (one block per parameter in ``index``)."""
-        key = tuple(index)
-        if self._index is None or self._index_key != key:  # the same parameters every step
-            self._index = torch.tensor(index, dtype=torch.long).to(self.norm_main.device)
-            self._index_key = key
-        return "tensor", list(range(len(index)))
+    def _levels(self) -> dict[str, tuple[float, ...]]:
+        return {}  # no lam: a parameter group's own "lam" is refused
 
-    def _hyper(self) -> dict[str, Any]:
-        if self._index is None:
-            raise RuntimeError("MetaBalance: the step's blocks were not set (Surgeon._blocks)")
-        return {
+    def _blocks(
+        self, index: list[int]
+    ) -> tuple[dict[str, Any], list[int] | None, str | None, list[int]]:
+        """Per-tensor inner products and coefficients: one block per parameter of the step,
+        with that parameter's norm averages."""
+        _, _, _, active = super()._blocks(index)
+        step_index = [index[pos] for pos in active]
+        key = tuple(step_index)
+        if self._index is None or self._index_key != key:  # the same parameters every step
+            self._index = torch.tensor(step_index, dtype=torch.long).to(self.norm_main.device)
+            self._index_key = key
+        hyper = {
             "r": self.r,
             "beta": self.beta,
             NORM_KEYS[0]: self.norm_main.index_select(0, self._index),
             NORM_KEYS[1]: self.norm_aux.index_select(0, self._index),
         }
+        return hyper, list(range(len(step_index))), "tensor", active
 
     def _after_step(self, step: SurgeryStep, result: StepResult) -> None:
         assert self._index is not None

@@ -114,18 +114,27 @@ class OriginalDynamicBarrier(Surgeon):
     def _formula(self) -> Formula:
         return OriginalDynamicBarrierFormula()
 
-    def _hyper(self) -> dict[str, Any]:
+    def _levels(self) -> dict[str, tuple[float, ...]]:
+        return {}  # no lam: a parameter group's own "lam" is refused
+
+    def _blocks(
+        self, index: list[int]
+    ) -> tuple[dict[str, Any], list[int] | None, str | None, list[int]]:
+        """The base's blocks, with the barrier's settings and the step's main loss value."""
         if self._main_loss is None:
             raise ValueError(
                 "OriginalDynamicBarrier needs the main loss value: use backward(), or "
                 "combine(main_grads, aux_grads, main_loss=...)"
             )
-        return {
+        hyper, coef_blocks, gram_blocks, active = super()._blocks(index)
+        hyper = {
+            **hyper,
             "alpha": self.alpha,
             "beta": self.beta,
             "lower_bound": self.lower_bound,
             "main_loss": self._main_loss,
         }
+        return hyper, coef_blocks, gram_blocks, active
 
     def backward(
         self,
