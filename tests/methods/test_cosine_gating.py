@@ -118,8 +118,9 @@ def test_contract_path_equals_reference(case, weighted, kernel, alias):
     cos = true_cosine(main, aux)
     formula = CosineGatingFormula(weighted=weighted)
     result = contract_step(formula, [main, aux], {"lam": lam}, kernel=kernel, alias=alias)
-    assert abs(float(result.info["cos"][0]) - cos) <= 1e-12 + 10 * rtol_for(torch.float64)
-    if not weighted and abs(cos) < 100 * rtol_for(torch.float64):
+    # the Gram is accumulated from the inputs' values: float32 inputs give a float32-accurate cosine
+    assert abs(float(result.info["cos"][0]) - cos) <= 1e-12 + 10 * rtol_for(main[0].dtype)
+    if not weighted and abs(cos) < 100 * rtol_for(main[0].dtype):
         return
     ref = cosine_gating_direction_reference(main, aux, lam=lam, weighted=weighted)
     tol = budget(main[0].dtype, norm(main), lam * norm(aux))

@@ -170,8 +170,9 @@ def test_contract_stream_equals_reference(seed, dtype, scale, r, beta, kernel, a
         assert_vec_close(result.direction, ref, tensor_budget(main, aux, c_aux, dtype), f"{step}")
         norms = (result.info["norm_main"], result.info["norm_aux"])
         for i, (m_m, m_a) in enumerate(ref_state):
-            assert math.isclose(float(norms[0][i]), m_m, rel_tol=1e-12, abs_tol=1e-300)
-            assert math.isclose(float(norms[1][i]), m_a, rel_tol=1e-12, abs_tol=1e-300)
+            tol = 20 * rtol_for(dtype)  # the Gram holds the inputs' rounding
+            assert math.isclose(float(norms[0][i]), m_m, rel_tol=tol, abs_tol=1e-300)
+            assert math.isclose(float(norms[1][i]), m_a, rel_tol=tol, abs_tol=1e-300)
 
 
 def test_direction_function():
