@@ -169,6 +169,8 @@ class OriginalDynamicBarrier(Surgeon):
         main_grads: GradList,
         aux_grads: GradList | Sequence[GradList],
         main_loss: Tensor | float | None = None,
+        *,
+        out: Sequence[Tensor | None] | None = None,
     ) -> GradList:
         """As :meth:`Surgeon.combine`, with the main loss value ``main_loss`` (required)."""
         if main_loss is None:
@@ -180,6 +182,6 @@ class OriginalDynamicBarrier(Surgeon):
         else:
             self._main_loss = torch.tensor(_check_real("main_loss", main_loss, positive=False))
         try:
-            return super().combine(main_grads, aux_grads)
+            return super().combine(main_grads, aux_grads, out=out)
         finally:
             self._main_loss = None
