@@ -254,6 +254,53 @@ def _exports(module: object, main: bool = True) -> list[str]:
     ]
 
 
+def _plain(obj: object) -> bool:
+    return isinstance(obj, (str, int, float, bool, tuple)) and not hasattr(obj, "_fields")
+
+
+def _alias(obj: object) -> str:
+    return repr(obj).replace("torch.Tensor", "Tensor").replace("collections.abc.", "")
+
+
+def _docstring(module: object, name: str) -> list[str]:
+    """The docstring of ``module.name``: its own, or the attribute docstring where it is set."""
+    import inspect
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    obj = getattr(module, name)
+    if _kind(obj) in ("class", "exception", "function", "module"):
+        return (inspect.getdoc(obj) or "").splitlines()
+    for info in [module.__name__, *_all_modules()]:
+        candidate = importlib.import_module(info)
+        if getattr(candidate, name, None) is not obj:
+            continue
+        docs = ModuleAnalyzer.for_module(info).find_attr_docs().get(("", name))
+        if docs:
+            return [line.rstrip() for line in docs]
+    return []
+
+
+def _all_modules() -> list[str]:
+    """Every module of the library, private ones included (where aliases are defined)."""
+    names = []
+    for info in pkgutil.walk_packages(torchbloop.__path__, "torchbloop."):
+        if not info.name.startswith(API_EXCLUDE):
+            names.append(info.name)
+    return names
+
+
+def _first_sentence(lines: list[str]) -> str:
+    paragraph = []
+    for line in lines:
+        if not line.strip():
+            break
+        paragraph.append(line.strip())
+    text = " ".join(paragraph)
+    match = re.match(r"(.+?\.)(\s|$)", text)
+    return match.group(1) if match else text
+
+
 def _kind(obj: object) -> str:
     import inspect
 
@@ -285,8 +332,10 @@ def _module_page(name: str, main: bool) -> str:
     entries = [e for e in exports if _kind(getattr(module, e)) != "module"]
     submodules = [e for e in exports if _kind(getattr(module, e)) == "module"]
     if entries:
-        lines += [".. rubric:: Summary", "", ".. autosummary::", "   :nosignatures:", ""]
-        lines += [f"   {e}" for e in entries]
+        lines += [".. rubric:: Summary", "", ".. list-table::", "   :widths: 30 70", ""]
+        for export in entries:
+            summary = _first_sentence(_docstring(module, export))
+            lines += [f"   * - :obj:`{export}`", f"     - {summary}"]
         lines.append("")
     if submodules:
         lines += [".. rubric:: Subpackages", ""]
@@ -304,8 +353,10 @@ def _module_page(name: str, main: bool) -> str:
             lines += [f".. autoexception:: {export}", "   :show-inheritance:", ""]
         elif kind == "function":
             lines += [f".. autofunction:: {export}", ""]
-        else:
-            lines += [f".. autodata:: {export}", ""]
+        else:  # a constant or a type alias: its docstring is where it is defined
+            lines += [f".. py:data:: {export}", ""]
+            lines += [f"   {line}" if line else "" for line in _docstring(module, export)]
+            lines += ["", f"   Value: ``{obj!r}``" if _plain(obj) else f"   Alias of ``{_alias(obj)}``.", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -12,10 +12,13 @@ order); Mixed lets the auxiliary loss push against the main one; PCGrad also ben
 gradient; Dynamic Barrier coincides with Bloop here (its clip is not active).
 
 *Right*: the same methods on noisy mini-batch main gradients (noise 1.5 times the gradient's
-norm), averaged over 4,000 draws. The methods that project on the *batch* gradient
-(Bloop without EMA, PCGrad, Dynamic Barrier) drift to Mixed on average (the projection bias,
-Section 3 of the paper); Bloop projects on an EMA of past main gradients, which does not
-depend on the current batch, and keeps its mean direction.
+norm), averaged over 2,000 draws. The methods that project on the *batch* gradient
+(Bloop without EMA, PCGrad, Dynamic Barrier) lose their mean direction: for large noise in
+:math:`p` dimensions the mean of Bloop without EMA tends to
+:math:`g_{main} + \\lambda (1 - 1/p)\\, g_{aux}`, half-way to Mixed here (:math:`p = 2`) and all
+the way to it in a model's dimension (the projection bias, Section 3 of the paper). Bloop
+projects on an EMA of past main gradients, which does not depend on the current batch, and
+keeps its mean direction.
 """
 
 import matplotlib.pyplot as plt
@@ -58,7 +61,7 @@ exact = directions(g_main, g_main)
 
 # Noisy mini-batch main gradients; Bloop projects on the EMA (here: the expected main
 # gradient, what an EMA over many steps estimates), the others on the batch gradient.
-sigma, draws = 1.5, 4000
+sigma, draws = 1.5, 2000
 totals = {name: torch.zeros(2, dtype=torch.float64) for name in [*exact, "Bloop without EMA"]}
 for _ in range(draws):
     batch = g_main + sigma * torch.randn(2, dtype=torch.float64)
@@ -69,7 +72,7 @@ for _ in range(draws):
     totals["Bloop without EMA"] += no_ema
 means = {name: total / draws for name, total in totals.items()}
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), sharex=True, sharey=True)
 panels = [("one step, exact gradients", exact), (f"mean over noisy batches, sigma = {sigma}", means)]
 for ax, (title, dirs) in zip(axes, panels):
     for vec, label, style in [(g_main, "g_main", "k-"), (g_aux, "g_aux", "k--")]:
@@ -77,17 +80,18 @@ for ax, (title, dirs) in zip(axes, panels):
                     arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 1.2,
                                 "ls": "--" if "--" in style else "-"})
         ax.text(*(vec * 1.08).tolist(), label, color="0.25", fontsize=9)
-    for name, d in dirs.items():
+    for name, d in sorted(dirs.items(), key=lambda item: item[0] != "Bloop"):  # Bloop first,
+        width = 5 if name == "Bloop" else 2  # wide, so that an arrow on top of it stays visible
         ax.annotate("", xy=d.tolist(), xytext=(0, 0),
-                    arrowprops={"arrowstyle": "-|>", "color": colours[name], "lw": 2})
+                    arrowprops={"arrowstyle": "-|>", "color": colours[name], "lw": width})
         ax.plot([], [], color=colours[name], lw=2, label=f"{name} ({d[0]:.2f}, {d[1]:.2f})")
     ax.axhline(0, color="0.85", lw=0.8, zorder=0)
     ax.axvline(0, color="0.85", lw=0.8, zorder=0)
     ax.set_title(title)
     ax.set_aspect("equal")
     ax.set_xlim(-0.8, 1.9)
-    ax.set_ylim(-0.3, 1.4)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(-0.3, 1.7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8)
 fig.tight_layout()
 
 for name, d in means.items():

@@ -20,7 +20,7 @@ x = torch.randn(512, 8)
 y = (x[:, :3].sum(1, keepdim=True)).sin() + 0.1 * torch.randn(512, 1)
 
 
-def train(lam, steps=300):
+def train(lam, steps=200):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 1))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -34,3 +34,9 @@ run = subprocess.run(command, capture_output=True, text=True, timeout=300)
 print(run.stdout)
 if run.returncode != 0:
     raise RuntimeError(f"torchrun failed:\n{run.stderr}")
+
+# %%
+# Run without ``torchrun`` (``python examples/ddp_train.py``), the same script trains in one
+# process. ``process_group=None`` turns the surgeon's averaging off (independent runs on each
+# rank); a ``ProcessGroup`` averages over that group only, e.g. the data-parallel group of a
+# 2-D mesh. With gradient accumulation the surgeon averages once, on the last micro-batch.

@@ -75,3 +75,8 @@ else:
     print(run.stdout)
     if run.returncode != 0:
         raise RuntimeError(f"torchrun failed:\n{run.stderr}")
+
+# %%
+# A ``GradScaler`` works as in one process: the overflow decision is agreed over the mesh, so
+# every rank's scaler skips the same steps. Saving and loading the sharded EMA: the
+# :doc:`DCP recipe <r08_checkpoint_resume_dcp>`.

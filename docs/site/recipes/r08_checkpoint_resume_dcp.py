@@ -76,3 +76,9 @@ train(model, opt, surgeon, data[10:])
 same = all(torch.equal(a, b) for a, b in zip(reference, model.parameters()))
 print(f"resumed run equals the uninterrupted one bit for bit: {same}")
 assert same
+
+# %%
+# A checkpoint taken before the first step restores "no EMA yet". DCP's ``get_state_dict``
+# initialises a *fresh* optimizer's state by stepping it once with zero gradients (a DCP
+# behaviour): checkpoint after at least one step if you need bitwise resumption of Adam-like
+# optimizers.

@@ -32,3 +32,8 @@ run = subprocess.run(command, capture_output=True, text=True, timeout=300, env=e
 print(run.stdout)
 if run.returncode != 0:
     raise RuntimeError(f"the Trainer example failed:\n{run.stderr}")
+
+# %%
+# ``accumulate=not self.accelerator.sync_gradients`` maps the Trainer's gradient accumulation
+# onto the surgeon's: the direction is combined once per optimizer step, from the summed
+# gradients of all micro-batches.
