@@ -46,8 +46,8 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples docs/site
+	$(PY) -m ruff format --check src tests benchmarks examples docs/site
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -27,7 +27,7 @@ GENERATED = HERE / "generated"
 
 project = "torchbloop"
 author = "torchbloop developers"
-copyright = "torchbloop developers, BSD-3-Clause"  # noqa: A001 - Sphinx's name
+copyright = "torchbloop developers, BSD-3-Clause"
 release = torchbloop.__version__
 version = release
 
@@ -52,8 +52,14 @@ exclude_patterns = ["README.md", "_build", "**/GALLERY_HEADER.rst", "generated/*
 # inventories can be fetched at build time); they are the ONLY references let through.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|dist|nn|numpy|np|typing|typing_extensions|collections|abc|contextlib|pathlib)(\..*)?"),
-    (r"py:.*", r"(Tensor|Module|Parameter|ProcessGroup|DTensor|DeviceMesh|GradScaler|dtype|device)"),
+    (
+        r"py:.*",
+        r"(torch|dist|nn|numpy|np|typing|typing_extensions|collections|abc|contextlib|pathlib)(\..*)?",
+    ),
+    (
+        r"py:.*",
+        r"(Tensor|Module|Parameter|ProcessGroup|DTensor|DeviceMesh|GradScaler|dtype|device)",
+    ),
     (r"py:.*", r"(Callable|Sequence|Iterable|Iterator|Mapping|MutableMapping|Any|Literal|Self)"),
     (r"py:.*", r"(NamedTuple|Protocol|TypeAlias|Enum|Path|AbstractContextManager|Stateful)"),
     (r"py:.*", r"(optional|default|float|int|bool|str|None|tuple|list|dict|object|type)"),
@@ -249,7 +255,8 @@ def _exports(module: object, main: bool = True) -> list[str]:
     return [
         n
         for n, v in vars(module).items()
-        if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        if not n.startswith("_")
+        and getattr(v, "__module__", None) == module.__name__
         and _kind(v) in ("class", "exception", "function")
     ]
 
@@ -346,7 +353,13 @@ def _module_page(name: str, main: bool) -> str:
         kind = _kind(obj)
         alias_of = DOCUMENTED.get(id(obj))
         if kind == "function" and getattr(obj, "__name__", export) != export and alias_of:
-            lines += [f".. autodata:: {export}", "   :no-value:", "", f"   Alias of :func:`{alias_of}`.", ""]
+            lines += [
+                f".. autodata:: {export}",
+                "   :no-value:",
+                "",
+                f"   Alias of :func:`{alias_of}`.",
+                "",
+            ]
         elif kind == "class":
             lines += [f".. autoclass:: {export}", "   :members:", "   :show-inheritance:", ""]
         elif kind == "exception":
@@ -356,7 +369,11 @@ def _module_page(name: str, main: bool) -> str:
         else:  # a constant or a type alias: its docstring is where it is defined
             lines += [f".. py:data:: {export}", ""]
             lines += [f"   {line}" if line else "" for line in _docstring(module, export)]
-            lines += ["", f"   Value: ``{obj!r}``" if _plain(obj) else f"   Alias of ``{_alias(obj)}``.", ""]
+            lines += [
+                "",
+                f"   Value: ``{obj!r}``" if _plain(obj) else f"   Alias of ``{_alias(obj)}``.",
+                "",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -73,17 +73,32 @@ for _ in range(draws):
 means = {name: total / draws for name, total in totals.items()}
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), sharex=True, sharey=True)
-panels = [("one step, exact gradients", exact), (f"mean over noisy batches, sigma = {sigma}", means)]
+panels = [
+    ("one step, exact gradients", exact),
+    (f"mean over noisy batches, sigma = {sigma}", means),
+]
 for ax, (title, dirs) in zip(axes, panels):
     for vec, label, style in [(g_main, "g_main", "k-"), (g_aux, "g_aux", "k--")]:
-        ax.annotate("", xy=vec.tolist(), xytext=(0, 0),
-                    arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 1.2,
-                                "ls": "--" if "--" in style else "-"})
+        ax.annotate(
+            "",
+            xy=vec.tolist(),
+            xytext=(0, 0),
+            arrowprops={
+                "arrowstyle": "->",
+                "color": "0.35",
+                "lw": 1.2,
+                "ls": "--" if "--" in style else "-",
+            },
+        )
         ax.text(*(vec * 1.08).tolist(), label, color="0.25", fontsize=9)
     for name, d in sorted(dirs.items(), key=lambda item: item[0] != "Bloop"):  # Bloop first,
         width = 5 if name == "Bloop" else 2  # wide, so that an arrow on top of it stays visible
-        ax.annotate("", xy=d.tolist(), xytext=(0, 0),
-                    arrowprops={"arrowstyle": "-|>", "color": colours[name], "lw": width})
+        ax.annotate(
+            "",
+            xy=d.tolist(),
+            xytext=(0, 0),
+            arrowprops={"arrowstyle": "-|>", "color": colours[name], "lw": width},
+        )
         ax.plot([], [], color=colours[name], lw=2, label=f"{name} ({d[0]:.2f}, {d[1]:.2f})")
     ax.axhline(0, color="0.85", lw=0.8, zorder=0)
     ax.axvline(0, color="0.85", lw=0.8, zorder=0)

@@ -27,7 +27,7 @@ def train(lam, steps=200):
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     surgeon = torchbloop.Bloop(model.parameters(), lam=lam, rho=0.05, diagnostics=True)
     history = []
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, len(x), (32,))
         main = nn.functional.mse_loss(model(x[idx]), y[idx])
         aux = sum(p.pow(2).sum() for p in model.parameters()) / 2
@@ -41,7 +41,7 @@ def train(lam, steps=200):
 
 
 runs = {lam: train(lam) for lam in (0.0, 0.01, 0.1)}
-for lam, (model, surgeon, history) in runs.items():
+for lam, (_, surgeon, history) in runs.items():
     d = surgeon.diagnostics
     print(
         f"lam={lam:<5} main {history[-1][0]:.4f}  aux {history[-1][1]:7.2f}  "

@@ -27,7 +27,7 @@ opt = torch.optim.SGD(model.parameters(), lr=0.05)
 surgeon = torchbloop.Bloop(model.parameters(), lam=0.1)
 scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
 
-for step in range(20):
+for _ in range(20):
     idx = torch.randint(0, 256, (32,))
     opt.zero_grad()
     with torch.autocast("cpu", dtype=torch.float16):
@@ -36,8 +36,10 @@ for step in range(20):
     surgeon.backward(main=main, aux=aux, scaler=scaler)  # NOT scaler.scale(main)
     scaler.step(opt)
     scaler.update()
-print(f"float16 + GradScaler: {surgeon.step_count} steps, scale {scaler.get_scale():.0f}, "
-      f"skipped {surgeon.skipped_steps}, EMA dtype {surgeon.ema[0].dtype}")
+print(
+    f"float16 + GradScaler: {surgeon.step_count} steps, scale {scaler.get_scale():.0f}, "
+    f"skipped {surgeon.skipped_steps}, EMA dtype {surgeon.ema[0].dtype}"
+)
 
 # %%
 # bfloat16 autocast, and bfloat16 parameters: no scaler.
@@ -45,7 +47,7 @@ print(f"float16 + GradScaler: {surgeon.step_count} steps, scale {scaler.get_scal
 model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1)).to(torch.bfloat16)
 opt = torch.optim.SGD(model.parameters(), lr=0.05)
 surgeon = torchbloop.Bloop(model.parameters(), lam=0.1)
-for step in range(20):
+for _ in range(20):
     idx = torch.randint(0, 256, (32,))
     opt.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -53,5 +55,7 @@ for step in range(20):
         aux = sum(p.float().pow(2).sum() for p in model.parameters()) / 2
     surgeon.backward(main=main, aux=aux)
     opt.step()
-print(f"bfloat16: parameters {model[0].weight.dtype}, EMA {surgeon.ema[0].dtype}, "
-      f"main loss {main.item():.3f}")
+print(
+    f"bfloat16: parameters {model[0].weight.dtype}, EMA {surgeon.ema[0].dtype}, "
+    f"main loss {main.item():.3f}"
+)

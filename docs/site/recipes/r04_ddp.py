@@ -27,8 +27,14 @@ from pathlib import Path
 # The repository: the first folder up from here that holds examples/.
 root = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "examples").is_dir())
 command = [
-    sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-    str(root / "examples" / "ddp_train.py"), "--steps", "20",
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node=2",
+    str(root / "examples" / "ddp_train.py"),
+    "--steps",
+    "20",
 ]
 run = subprocess.run(command, capture_output=True, text=True, timeout=300)
 print(run.stdout)

@@ -34,7 +34,9 @@ def train():
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)  # the same initial weights on every rank
-    model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2))
+    model = nn.Sequential(
+        nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2)
+    )
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer)
@@ -59,8 +61,10 @@ def train():
     ema = surgeon.ema[0]
     local = ema.to_local()
     if rank == 0:
-        print(f"world {world}: EMA of the first weight is a {type(ema).__name__} "
-              f"{tuple(ema.shape)}, placements {ema.placements}, local shard {tuple(local.shape)}")
+        print(
+            f"world {world}: EMA of the first weight is a {type(ema).__name__} "
+            f"{tuple(ema.shape)}, placements {ema.placements}, local shard {tuple(local.shape)}"
+        )
     dist.destroy_process_group()
 
 
@@ -69,8 +73,14 @@ if "LOCAL_RANK" in os.environ:
 else:
     # This file (sphinx-gallery runs a recipe from its own folder, without __file__).
     this_file = globals().get("__file__", "r05_fsdp2.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", this_file]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        this_file,
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=180)
     print(run.stdout)
     if run.returncode != 0:

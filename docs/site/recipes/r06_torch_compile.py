@@ -24,7 +24,7 @@ model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
 forward = torch.compile(model)  # Inductor, the default backend
 opt = torch.optim.Adam(model.parameters(), lr=1e-2)
 surgeon = torchbloop.Bloop(model.parameters(), lam=0.1)
-for step in range(20):
+for _ in range(20):
     idx = torch.randint(0, 256, (32,))
     main = nn.functional.mse_loss(forward(x[idx]), y[idx])
     aux = sum(p.pow(2).sum() for p in model.parameters()) / 2

@@ -20,9 +20,7 @@ class Net(nn.Module):
     def __init__(self, checkpointed):
         super().__init__()
         self.checkpointed = checkpointed
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(32, 32), nn.GELU()) for _ in range(4)
-        )
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.GELU()) for _ in range(4))
         self.head = nn.Linear(32, 1)
 
     def forward(self, x):

@@ -32,8 +32,12 @@ class TrainState(Stateful):
         return {"model": model_sd, "optim": optim_sd}
 
     def load_state_dict(self, state_dict):
-        set_state_dict(self.model, self.opt, model_state_dict=state_dict["model"],
-                       optim_state_dict=state_dict["optim"])
+        set_state_dict(
+            self.model,
+            self.opt,
+            model_state_dict=state_dict["model"],
+            optim_state_dict=state_dict["optim"],
+        )
 
 
 torch.manual_seed(0)
@@ -65,12 +69,18 @@ reference = [p.detach().clone() for p in model.parameters()]
 path = tempfile.mkdtemp()
 model, opt, surgeon = build()
 train(model, opt, surgeon, data[:10])
-dcp.save({"train": TrainState(model, opt), "surgeon": SurgeonState(surgeon)},
-         checkpoint_id=path, no_dist=True)
+dcp.save(
+    {"train": TrainState(model, opt), "surgeon": SurgeonState(surgeon)},
+    checkpoint_id=path,
+    no_dist=True,
+)
 
 model, opt, surgeon = build()
-dcp.load({"train": TrainState(model, opt), "surgeon": SurgeonState(surgeon)},
-         checkpoint_id=path, no_dist=True)
+dcp.load(
+    {"train": TrainState(model, opt), "surgeon": SurgeonState(surgeon)},
+    checkpoint_id=path,
+    no_dist=True,
+)
 print(f"restored surgeon at step {surgeon.step_count}")
 train(model, opt, surgeon, data[10:])
 same = all(torch.equal(a, b) for a, b in zip(reference, model.parameters()))
