@@ -109,6 +109,7 @@ sphinx_gallery_conf = {
     "image_scrapers": ("matplotlib",),
     "min_reported_time": 0,
     "show_memory": False,
+    "write_computation_times": False,  # those pages load DataTables from a CDN
     "reference_url": {"torchbloop": None},
     "capture_repr": (),
     "copyfile_regex": "",
