@@ -70,8 +70,10 @@ KNOWN_DOCSTRING_ISSUES = [
     ("py:class", "ParamsT"),  # private type alias in public signatures (torchbloop._validation)
     ("py:class", "EmaOrder"),  # private type alias in Bloop's signature (surgeons/bloop.py)
     ("py:class", "NonFinite"),  # private type alias in the surgeons' signatures (surgeons/_base.py)
-    ("py:meth", "_direction"),  # Surgeon's docstring names a private method (surgeons/_base.py)
-    ("py:class", "0-dim bool"),  # BloopDirection.skipped: "0-dim bool: ..." reads as a type
+    (
+        "py:class",
+        "Bool",
+    ),  # GradVac's ``adjusted`` docstrings begin "Bool: ..." (functional/gradvac.py)
 ]
 nitpick_ignore = list(KNOWN_DOCSTRING_ISSUES)
 
@@ -303,6 +305,7 @@ def _all_modules() -> list[str]:
 
 
 def _first_sentence(lines: list[str]) -> str:
+    """The summary of a docstring, its cross-references as code (the table has no context)."""
     paragraph = []
     for line in lines:
         if not line.strip():
@@ -310,7 +313,8 @@ def _first_sentence(lines: list[str]) -> str:
         paragraph.append(line.strip())
     text = " ".join(paragraph)
     match = re.match(r"(.+?\.)(\s|$)", text)
-    return match.group(1) if match else text
+    text = match.group(1) if match else text
+    return re.sub(r":[a-z:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`", r"``\1``", text)
 
 
 def _kind(obj: object) -> str:
@@ -488,7 +492,14 @@ _generate()
 # Docstrings name objects the way their own module sees them (``:func:`bloop_update_```,
 # ``:meth:`Surgeon.load_state_dict```). When Sphinx cannot resolve such a reference from the page
 # it is rendered on, look in the current class and its bases first, then for the ONE documented
-# object whose full name ends with it. Ambiguous or unknown references still fail the build.
+# object whose full name ends with it. References to private objects (a name component with a
+# leading underscore: ``_direction``, ``torchbloop.functional._native.gram``) are internals the
+# site does not document: they are shown as code, without a link. Anything else that does not
+# resolve (unknown or ambiguous) still fails the build.
+
+
+def _is_private(target: str) -> bool:
+    return any(p.startswith("_") and not p.endswith("__") for p in target.split("."))
 
 
 def _resolve_short_reference(app, env, node, contnode):  # type: ignore[no-untyped-def]
@@ -499,7 +510,9 @@ def _resolve_short_reference(app, env, node, contnode):  # type: ignore[no-untyp
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "")
-    objects = env.get_domain("py").objects
+    if _is_private(target):
+        return contnode
+    objects = {k: v for k, v in env.get_domain("py").objects.items() if not v.aliased}
     candidates: list[str] = []
     module, cls = node.get("py:module"), node.get("py:class")
     if module and cls:
@@ -525,5 +538,25 @@ def _resolve_short_reference(app, env, node, contnode):  # type: ignore[no-untyp
     )
 
 
+# Napoleon reads the first line of an attribute's or a property's docstring as ``type:
+# description``. When what it took for a type is words ("True when the projection was
+# skipped: ...", "Scalars (first dimension: the block)"), it was a sentence: put it back.
+_WORDS = re.compile(r"[A-Za-z]\s+[A-Za-z]")
+
+
+def _attribute_sentences(app, what, name, obj, options, lines):  # type: ignore[no-untyped-def]
+    if what not in ("attribute", "property", "data"):
+        return
+    for i, line in enumerate(lines):
+        if line.startswith(":type: ") and _WORDS.search(line[len(":type: ") :]):
+            sentence = line[len(":type: ") :]
+            del lines[i]
+            if i > 0 and not lines[i - 1].strip():
+                del lines[i - 1]
+            lines[0] = f"{sentence}: {lines[0]}" if lines else sentence
+            return
+
+
 def setup(app):  # type: ignore[no-untyped-def]
     app.connect("missing-reference", _resolve_short_reference)
+    app.connect("autodoc-process-docstring", _attribute_sentences, priority=600)  # after napoleon
