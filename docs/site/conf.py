@@ -437,6 +437,11 @@ def _method_table() -> dict[str, object]:
     return dict(module.METHODS)
 
 
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if not text or text.endswith(".") else ".")
+
+
 def _methods() -> None:
     out = GENERATED / "methods"
     if out.exists():
@@ -458,7 +463,7 @@ def _methods() -> None:
             [
                 f"# {getattr(info, 'label', name)}",
                 "",
-                getattr(info, "description", "") or "(no description in the method table)",
+                _sentence(getattr(info, "description", "")) or "(no description in the table)",
                 "",
                 f"- name in the experiments and the method table: `{name}`",
                 f"- hyperparameters a sweep may set: {hyper or 'none'}",
