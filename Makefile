@@ -1,6 +1,7 @@
 # torchbloop developer tasks. Every target sets up what it needs itself.
 #   make demo    - the main job: set-up, data, and a small comparison of Bloop with its baselines
 #   make test    - set-up and the test suite (fast tests; a few minutes on 2 cores)
+#   make docs    - set-up and the documentation site, every example executed (docs/_build/html)
 # TORCH picks the torch build the venv gets; the default is the CPU wheel these machines carry.
 # Elsewhere, e.g.: make test TORCH="torch"  (or any pip requirement for torch you prefer).
 
@@ -12,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-slow test-distributed lint typecheck check data demo bench bench-quick clean
+.PHONY: venv docs test test-slow test-distributed lint typecheck check data demo bench bench-quick clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,18 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+# Strict: any warning (broken reference, failing example or doctest) fails the build.
+SPHINX := $(PY) -m sphinx -W --keep-going -n -q -d docs/_build/doctrees
+docs: $(DOCS_STAMP)
+	$(SPHINX) -b html docs/site docs/_build/html
+	$(SPHINX) -b doctest docs/site docs/_build/doctest
+	@echo "docs: open docs/_build/html/index.html"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
@@ -33,8 +46,8 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples docs/site
+	$(PY) -m ruff format --check src tests benchmarks examples docs/site
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -54,4 +67,4 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/run.py --quick
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist docs/_build docs/site/generated docs/site/sg_execution_times.rst src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
