@@ -11,10 +11,16 @@ from . import functional, methods
 from ._validation import NonFiniteGradientError
 from .methods import METHODS, MethodInfo, get_method
 from .surgeons import (
+    AGEM,
+    MGDA,
     Bloop,
     BloopDiagnostics,
+    CosineGating,
     DynamicBarrier,
+    GradVac,
+    MetaBalance,
     Mixed,
+    OriginalDynamicBarrier,
     PCGrad,
     Surgeon,
     surgeon_for,
@@ -23,13 +29,19 @@ from .surgeons import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGEM",
+    "MGDA",
     "METHODS",
     "Bloop",
     "BloopDiagnostics",
+    "CosineGating",
     "DynamicBarrier",
+    "GradVac",
+    "MetaBalance",
     "MethodInfo",
     "Mixed",
     "NonFiniteGradientError",
+    "OriginalDynamicBarrier",
     "PCGrad",
     "Surgeon",
     "__version__",

@@ -6,8 +6,9 @@ how many auxiliary losses it takes. The surgeon registry, the experiments, the p
 contract tests all read :data:`METHODS`; adding a method is its formula file plus one entry here.
 
 Example:
-    >>> list(METHODS)
-    ['bloop', 'mixed', 'pcgrad', 'dynamic_barrier']
+    >>> list(METHODS)  # doctest: +NORMALIZE_WHITESPACE
+    ['bloop', 'mixed', 'pcgrad', 'dynamic_barrier', 'agem', 'mgda', 'cosine_gating', 'gradvac',
+     'metabalance', 'original_dynamic_barrier']
     >>> info = get_method("bloop")
     >>> info.label, info.hyperparameters
     ('Bloop', ('lam', 'rho'))
@@ -24,9 +25,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from .functional.mgda import MAX_OBJECTIVES
+from .surgeons.agem import AGEM
 from .surgeons.bloop import Bloop
+from .surgeons.cosine_gating import CosineGating
 from .surgeons.dynamic_barrier import DynamicBarrier
+from .surgeons.gradvac import GradVac
+from .surgeons.metabalance import MetaBalance
+from .surgeons.mgda import MGDA
 from .surgeons.mixed import Mixed
+from .surgeons.original_dynamic_barrier import OriginalDynamicBarrier
 from .surgeons.pcgrad import PCGrad
 
 if TYPE_CHECKING:
@@ -47,6 +55,8 @@ class MethodInfo:
         hyperparameters: the keyword arguments a sweep may set, e.g. ``("lam", "rho")``.
         max_aux: how many auxiliary losses it takes (``None``: any number K).
         description: one line: when to use it (README and docs tables).
+        in_paper: the Bloop paper's experiments run it (Bloop and its three baselines); the
+            experiments sweep these by default, the others when named with ``--methods``.
     """
 
     name: str
@@ -56,6 +66,7 @@ class MethodInfo:
     hyperparameters: tuple[str, ...]
     max_aux: int | None = 1
     description: str = ""
+    in_paper: bool = False
 
 
 def _table(*infos: MethodInfo) -> Mapping[str, MethodInfo]:
@@ -74,6 +85,7 @@ METHODS: Mapping[str, MethodInfo] = _table(
             "the main loss first: the aux gradient without its component along an EMA of "
             "main gradients (Hsieh et al., 2024)"
         ),
+        in_paper=True,
     ),
     MethodInfo(
         name="mixed",
@@ -83,6 +95,7 @@ METHODS: Mapping[str, MethodInfo] = _table(
         hyperparameters=("lam",),
         max_aux=None,
         description="the plain weighted sum L_main + lam * L_aux (the usual baseline)",
+        in_paper=True,
     ),
     MethodInfo(
         name="pcgrad",
@@ -92,6 +105,7 @@ METHODS: Mapping[str, MethodInfo] = _table(
         hyperparameters=("lam",),
         max_aux=1,
         description="both gradients projected off each other when they conflict (Yu et al., 2020)",
+        in_paper=True,
     ),
     MethodInfo(
         name="dynamic_barrier",
@@ -102,6 +116,76 @@ METHODS: Mapping[str, MethodInfo] = _table(
         max_aux=1,
         description=(
             "the main gradient scaled down when the aux one opposes it (Gong and Liu, 2021)"
+        ),
+        in_paper=True,
+    ),
+    MethodInfo(
+        name="agem",
+        label="A-GEM",
+        colour="tab:orange",
+        factory=AGEM,
+        hyperparameters=("lam",),
+        max_aux=1,
+        description=(
+            "the aux gradient without the part that would slow the main loss down "
+            "(Chaudhry et al., 2019; main protected)"
+        ),
+    ),
+    MethodInfo(
+        name="mgda",
+        label="MGDA",
+        colour="tab:cyan",
+        factory=MGDA,
+        hyperparameters=("lam",),
+        max_aux=MAX_OBJECTIVES - 1,
+        description=(
+            "the min-norm point of the gradients: no loss increases, no priority "
+            "(Desideri, 2012; Sener and Koltun, 2018)"
+        ),
+    ),
+    MethodInfo(
+        name="cosine_gating",
+        label="Cosine gating",
+        colour="tab:pink",
+        factory=CosineGating,
+        hyperparameters=("lam",),
+        max_aux=1,
+        description="the aux gradient used only when it agrees with the main one (Du et al., 2018)",
+    ),
+    MethodInfo(
+        name="gradvac",
+        label="GradVac",
+        colour="tab:brown",
+        factory=GradVac,
+        hyperparameters=("lam",),
+        max_aux=1,
+        description=(
+            "the aux gradient turned toward the main one up to a learnt target cosine "
+            "(Wang et al., 2021)"
+        ),
+    ),
+    MethodInfo(
+        name="metabalance",
+        label="MetaBalance",
+        colour="tab:olive",
+        factory=MetaBalance,
+        hyperparameters=(),
+        max_aux=1,
+        description=(
+            "the aux gradient rescaled, tensor by tensor, toward the main one's magnitude "
+            "(He et al., 2022)"
+        ),
+    ),
+    MethodInfo(
+        name="original_dynamic_barrier",
+        label="Dynamic Barrier (original)",
+        colour="tab:gray",
+        factory=OriginalDynamicBarrier,
+        hyperparameters=(),
+        max_aux=1,
+        description=(
+            "descend on the aux loss while a barrier keeps the main loss decreasing "
+            "(Gong, Liu and Liu, 2021; needs a lower bound of the main loss)"
         ),
     ),
 )
@@ -120,7 +204,7 @@ def get_method(name: str) -> MethodInfo:
         >>> get_method("adam")
         Traceback (most recent call last):
         ...
-        ValueError: Unknown method 'adam': valid methods are bloop, mixed, pcgrad, dynamic_barrier
+        ValueError: Unknown method 'adam': valid methods are bloop, mixed, pcgrad, dynamic_barrier, agem, mgda, cosine_gating, gradvac, metabalance, original_dynamic_barrier
     """
     try:
         return METHODS[name]

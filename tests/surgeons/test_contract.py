@@ -38,11 +38,22 @@ def _documented_example():
 
 
 EXAMPLE = _documented_example()
-ALL = {**TABLE, EXAMPLE.name: EXAMPLE}
+ALL = {**TABLE, f"doc_example_{EXAMPLE.name}": EXAMPLE}  # the table has a cosine_gating too
 
 
 def _make(method: str, params, **kw):
-    return ALL[method].factory(params, lam=kw.pop("lam", LAM), **kw)
+    lam = kw.pop("lam", LAM)
+    if "lam" in ALL[method].hyperparameters:  # no lam: MetaBalance, the original barrier
+        kw["lam"] = lam
+    return ALL[method].factory(params, **kw)
+
+
+def _combine(surgeon, g_main, g_aux, main=None):
+    """``combine``, with the main loss value for the methods that need it."""
+    if getattr(surgeon, "needs_main_loss", False):
+        value = torch.zeros(()) if main is None else main.detach()
+        return surgeon.combine(g_main, g_aux, main_loss=value)
+    return surgeon.combine(g_main, g_aux)
 
 
 FACTORIES = {name: (lambda params, _n=name, **kw: _make(_n, params, **kw)) for name in ALL}
@@ -126,7 +137,10 @@ def test_main_loss_goes_down(method, make_opt):
         surgeon.backward(*losses(model, *batch(step)))
         opt.step()
     after = full_main_loss(model)
-    assert after < 0.5 * before, (before, after)
+    # Methods without priority for the main loss (MGDA, MetaBalance, the original barrier)
+    # only promise that it goes down.
+    bar = 0.5 if getattr(surgeon, "main_priority", True) else 1.0
+    assert after < bar * before, (before, after)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert surgeon.step_count == 60
 
@@ -229,7 +243,8 @@ def _trajectory(method: str, steps: int, stop_at: int | None = None):
             model.load_state_dict(saved["model"])
             surgeon = FACTORIES[method](model.parameters(), lam=123.0)
             surgeon.load_state_dict(saved["surgeon"])
-            assert surgeon.lam == LAM
+            if "lam" in ALL[method].hyperparameters:
+                assert surgeon.lam == LAM
             opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
             opt.load_state_dict(saved["opt"])
         opt.zero_grad()
@@ -308,7 +323,7 @@ def test_parameter_reached_only_by_aux_gets_zero_main_gradient(method):
         torch.zeros_like(p) if (g is None and a is not None) else g
         for g, a, p in zip(g_main, g_aux, params)
     ]
-    expected = reference.combine(explicit, list(g_aux))
+    expected = _combine(reference, explicit, list(g_aux), main)
     surgeon.backward(main, aux)
     torch.testing.assert_close(model.aux_only.grad, expected[i], rtol=1e-12, atol=0)
     if method == "mixed":
@@ -333,7 +348,7 @@ def test_parameter_reached_by_neither_loss_is_left_alone(method):
     params = list(model.parameters())
     g_main = list(torch.autograd.grad(main, params, retain_graph=True, allow_unused=True))
     g_aux = list(torch.autograd.grad(aux, params, allow_unused=True))
-    assert surgeon.combine(g_main, g_aux)[i] is None
+    assert _combine(surgeon, g_main, g_aux, main)[i] is None
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -394,7 +409,7 @@ def test_combine_equals_backward_and_keeps_its_inputs(method):
         g_main = list(torch.autograd.grad(main, params, retain_graph=True, allow_unused=True))
         g_aux = list(torch.autograd.grad(aux, params, allow_unused=True))
         copies = [[None if g is None else g.clone() for g in gs] for gs in (g_main, g_aux)]
-        directions = s_combine.combine(g_main, g_aux)
+        directions = _combine(s_combine, g_main, g_aux, main)
         for gs, cs in zip((g_main, g_aux), copies):
             for g, c in zip(gs, cs):
                 assert (g is None and c is None) or torch.equal(g, c), "combine modified its input"
@@ -437,7 +452,7 @@ def test_all_zero_gradients_are_safe(method):
     model = Toy()
     surgeon = FACTORIES[method](model.parameters())
     zeros = [torch.zeros_like(p) for p in model.parameters()]
-    out = surgeon.combine(zeros, [z.clone() for z in zeros])
+    out = _combine(surgeon, zeros, [z.clone() for z in zeros])
     assert all(d is not None and torch.equal(d, torch.zeros_like(d)) for d in out)
     assert surgeon.step_count == 1
     if isinstance(surgeon, Bloop):
@@ -463,6 +478,8 @@ def losses2(model: Toy, x, y, scale: float = 1.0):
 
 def test_the_table_says_how_many_aux_losses_each_method_takes():
     for name in SINGLE:
+        if "lam" not in ALL[name].hyperparameters:
+            continue
         with pytest.raises(ValueError, match="auxiliary loss"):
             _make(name, Toy().parameters(), lam=LAMS2)
     for name in MULTI:

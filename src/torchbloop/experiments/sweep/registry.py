@@ -27,9 +27,10 @@ BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
 DEMO_BUDGET = "demo"
 """An extra budget an experiment may define for ``torchbloop demo`` only (not a CLI choice)."""
 
-METHODS: tuple[str, ...] = tuple(method_table.METHODS)
-"""Names of the methods in the table :data:`torchbloop.methods.METHODS` when it was imported
-(the default methods of an experiment); validation reads the table itself."""
+METHODS: tuple[str, ...] = tuple(n for n, info in method_table.METHODS.items() if info.in_paper)
+"""The default methods of an experiment: those of the table :data:`torchbloop.methods.METHODS`
+that the paper runs (``in_paper``); any other table entry runs when named with ``--methods``.
+Validation reads the table itself."""
 
 Record = dict[str, Any]
 PlotFn = Callable[[Sequence[Record], Path], list[Path]]
