@@ -81,11 +81,12 @@ def test_k_level_bloop_stream_equals_reference(path, order, dtype, k, scale) -> 
             etol = rtol_for(dtype) * 10 * (norm(ref.emas[j]) + norm(grads[j])) + 1e-300
             assert float((flat(emas[j]) - flat(ref.emas[j])).norm()) <= etol
         assert torch.equal(result.info["skipped"].cpu(), ref.skipped)
+        # inner products of float32 data may be summed in float32 (kernel lanes, CPU dots)
+        rtol = rtol_for(dtype) * 50
         coef_scale = max(norm(g) for g in grads) / min(norm(e) for e in emas)
-        assert torch.allclose(
-            result.info["coef"].cpu(), ref.coef, rtol=1e-6, atol=1e-6 * coef_scale
-        )
-        assert torch.allclose(result.info["leak"].cpu(), ref.leak, rtol=1e-6, atol=1e-9)
+        assert torch.allclose(result.info["coef"].cpu(), ref.coef, rtol=0, atol=rtol * coef_scale)
+        leak_scale = 1 + sum(w * norm(g) for w, g in zip(lam, grads[1:])) / norm(grads[0])
+        assert torch.allclose(result.info["leak"].cpu(), ref.leak, rtol=0, atol=rtol * leak_scale)
         assert result.sq_norms is not None and result.sq_norms.shape == (k + 1,)
 
 

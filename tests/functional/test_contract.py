@@ -372,7 +372,7 @@ def test_kernel_pass_one_falls_back_to_float64_out_of_float32_range(monkeypatch)
         step = SurgeryStep(BloopFormula(), grads, emas, hyper={"lam": 1.0, "rho": 0.1})
         assert step.native
         assert torch.isfinite(step.gram()).all()
-        assert len(calls) == expected, f"scale {scale}"
+        assert (len(calls) > 0) == bool(expected), f"scale {scale}: {len(calls)} float64 passes"
 
 
 def test_formulas_satisfy_the_protocol_and_accept_tensor_hyperparameters() -> None:

@@ -63,10 +63,23 @@ def gram(
     *,
     block_of: Sequence[int] | None = None,
     n_blocks: int = 1,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    exact: bool = True,
 ) -> Tensor:
     """``[n_blocks, n, n]``: ``G[b, i, j] = sum over the tensors t of block b of <lists[i][t], lists[j][t]>``.
 
     Tensors may be DTensors (their local shards are used) or complex (real inner product).
+
+    Args:
+        lists: aligned tensor lists.
+        block_of: the block of each tensor (default: one block).
+        n_blocks: the number of blocks.
+        pairs: the entries needed (default all); with ``exact=False`` only these are computed
+            (the others are 0).
+        exact: products in float64 whatever the inputs' dtype. False (CPU float32 lists):
+            each chunk's inner products in float32 on views of the data, no copy, summed in
+            float64 over chunks; squares below or above float32's range are then inexact, so
+            callers check the result (:func:`in_float32_range`) and recompute with ``exact``.
     """
     locals_ = [[local(t) for t in tensors] for tensors in lists]
     n = len(locals_)
@@ -79,9 +92,18 @@ def gram(
     for t, b in enumerate(block_of if block_of is not None else [0] * len(first)):
         if sizes[t]:
             members[b].append(t)
+    dtypes = {t.dtype for tensors in locals_ for t in tensors}
+    direct = dtypes == {dtype} or (not exact and dtypes == {torch.float32})
+    wanted = list(pairs) if pairs is not None else [(i, j) for i in range(n) for j in range(i, n)]
+    buffer = None if direct else torch.empty((n, chunk), dtype=dtype, device=device)
     blocks = []
     for index in members:
-        parts = [_chunk_gram(locals_, group, dtype) for group in _segments(sizes, index, chunk)]
+        parts = []
+        for group in _segments(sizes, index, chunk):
+            if buffer is None:
+                parts.append(_chunk_dots(locals_, group, wanted, dtype))
+            else:
+                parts.append(_chunk_gram(locals_, group, buffer))
         if not parts:
             blocks.append(torch.zeros((n, n), dtype=dtype, device=device))
         else:
@@ -89,24 +111,58 @@ def gram(
     return torch.stack(blocks)
 
 
-def _chunk_gram(
-    lists: Sequence[Sequence[Tensor]], group: list[tuple[int, int, int]], dtype: torch.dtype
+def _rows(lists: Sequence[Sequence[Tensor]], group: list[tuple[int, int, int]]) -> list[Tensor]:
+    """The chunk of every list as one flat tensor in its own dtype (views when possible)."""
+    if len(group) == 1:
+        t, start, stop = group[0]
+        return [tensors[t].reshape(-1)[start:stop] for tensors in lists]
+    if all(start == 0 and stop == lists[0][t].numel() for t, start, stop in group):
+        return [_flatten([tensors[t] for t, _, _ in group]) for tensors in lists]
+    return [
+        torch.cat([tensors[t].reshape(-1)[start:stop] for t, start, stop in group])
+        for tensors in lists
+    ]
+
+
+def _chunk_dots(
+    lists: Sequence[Sequence[Tensor]],
+    group: list[tuple[int, int, int]],
+    pairs: Sequence[tuple[int, int]],
+    dtype: torch.dtype,
 ) -> Tensor:
-    """``X X^T`` for one chunk: ``X`` holds the chunk of every list as a float64 row."""
-    whole = all(start == 0 and stop == lists[0][t].numel() for t, start, stop in group)
-    if whole:  # small tensors: one C++ flattening call per list
-        rows = [_flatten([tensors[t] for t, _, _ in group]) for tensors in lists]
-    else:
-        rows = [
-            torch.cat([tensors[t].reshape(-1)[start:stop] for t, start, stop in group])
-            if len(group) > 1
-            else tensors[group[0][0]].reshape(-1)[group[0][1] : group[0][2]]
-            for tensors in lists
-        ]
-    x = torch.stack(rows)
-    if x.dtype != dtype:
-        x = x.to(dtype)
+    """The needed inner products of one chunk, each a dot on the data in its own dtype."""
+    rows = _rows(lists, group)
+    n = len(rows)
+    out = rows[0].new_zeros((n, n), dtype=dtype)
+    for i, j in pairs:
+        out[i, j] = out[j, i] = torch.dot(rows[i], rows[j])
+    return out
+
+
+def _chunk_gram(
+    lists: Sequence[Sequence[Tensor]], group: list[tuple[int, int, int]], buffer: Tensor
+) -> Tensor:
+    """``X X^T`` for one chunk: ``X`` holds the chunk of every list as a float64 row (written
+    into ``buffer``, converted on the fly by ``copy_``)."""
+    length = sum(stop - start for _, start, stop in group)
+    x = buffer[:, :length]
+    for row, source in zip(x, _rows(lists, group)):
+        row.copy_(source)
     return x @ x.T
+
+
+TINY = 1e-30
+"""Smallest trusted squared norm per element of a float32 Gram summed in float32 lanes."""
+
+
+def in_float32_range(entries: Tensor, squares: Tensor, numel: int) -> bool:
+    """Whether inner products of float32 data summed in float32 are trustworthy: every entry
+    finite (no float32 overflow) and every squared norm at least :data:`TINY` per element
+    (below, squares near float32's underflow carry a relative error above ~1e-8; exact zeros
+    included). Reads values on the host: for CPU tensors only (no device synchronisation)."""
+    if not bool(torch.isfinite(entries).all()):
+        return False
+    return squares.numel() == 0 or bool((squares >= TINY * max(numel, 1)).all())
 
 
 def _flatten(tensors: list[Tensor]) -> Tensor:
@@ -114,4 +170,4 @@ def _flatten(tensors: list[Tensor]) -> Tensor:
         return tensors[0].reshape(-1)
     if len({t.dtype for t in tensors}) > 1:
         return torch.cat([t.reshape(-1).double() for t in tensors])
-    return torch._C._nn.flatten_dense_tensors(tensors)
+    return torch._C._nn.flatten_dense_tensors(tensors)  # type: ignore[no-any-return]

@@ -262,14 +262,17 @@ class SurgeryStep:
             used = sorted({i for pair in self._pairs for i in pair})
             slot = {v: u for u, v in enumerate(used)}
             lists = [self.vectors[i] for i in used]
+            local_pairs = [(slot[i], slot[j]) for i, j in self._pairs]
+            squares = [p for p, (i, j) in enumerate(local_pairs) if i == j]
+            numel = sum(t.numel() for t in lists[0]) if lists else 0
+            fp32 = bool(lists) and all(t.dtype == torch.float32 for v in lists for t in v)
             packed = None
             if self.native and self._pairs:
-                local_pairs = [(slot[i], slot[j]) for i, j in self._pairs]
                 packed = _native.gram(
                     lists, local_pairs, block_of=self.gram_of, n_blocks=self.n_gram
                 )
-                if not _kernel_range_ok(packed, local_pairs, lists):
-                    packed = None  # float32 products out of range: the float64 torch-op pass
+                if fp32 and not _gram.in_float32_range(packed, packed[:, squares], numel):
+                    packed = None  # float32 lanes out of range: the float64 pass below
             if not self._pairs:
                 g = torch.zeros((self.n_gram, n, n), dtype=torch.float64, device=self._device())
             elif packed is not None:
@@ -279,18 +282,38 @@ class SurgeryStep:
                 g.index_copy_(1, ii, packed).index_copy_(1, jj, packed)
                 g = g.view(self.n_gram, n, n)
             else:
-                sub = _gram.gram(lists, block_of=self.gram_of, n_blocks=self.n_gram)
+                g = self._torch_gram(lists, local_pairs, squares, numel, fp32)
+                if len(used) < n:  # place the used lists' Gram in the full matrix
+                    pick = _on(g.device, used, torch.long)
+                    full = g.new_zeros((self.n_gram, n, n))
+                    full[:, pick[:, None], pick[None, :]] = g
+                    g = full
                 mask = [0.0] * (n * n)
                 for i, j in self._pairs:
                     mask[i * n + j] = mask[j * n + i] = 1.0
-                if len(used) < n:  # place the used lists' Gram in the full matrix
-                    pick = _on(sub.device, used, torch.long)
-                    full = sub.new_zeros((self.n_gram, n, n))
-                    full[:, pick[:, None], pick[None, :]] = sub
-                    sub = full
-                g = sub * _on(sub.device, mask, sub.dtype).view(n, n)
+                g = g * _on(g.device, mask, g.dtype).view(n, n)
             self._gram = self.reduce(g) if self.reduce is not None else g
         return self._gram
+
+    def _torch_gram(
+        self,
+        lists: Sequence[TensorList],
+        pairs: list[tuple[int, int]],
+        squares: list[int],
+        numel: int,
+        fp32: bool,
+    ) -> Tensor:
+        """Pass 1 on torch ops. CPU float32 lists: float32 dots on views (no copy), checked on
+        the host and redone in float64 when out of float32's range; elsewhere float64 products."""
+        fast = fp32 and self._device().type == "cpu" and not _compiling()
+        g = _gram.gram(
+            lists, block_of=self.gram_of, n_blocks=self.n_gram, pairs=pairs, exact=not fast
+        )
+        if fast:
+            entries = torch.stack([g[:, i, j] for i, j in pairs], dim=1)
+            if not _gram.in_float32_range(entries, entries[:, squares], numel):
+                g = _gram.gram(lists, block_of=self.gram_of, n_blocks=self.n_gram)
+        return g
 
     def sq_norms(self) -> Tensor:
         """``[K + 1]``: the squared global norms of ``g_0..g_K`` (runs :meth:`gram`).
@@ -489,27 +512,6 @@ def _native_usable(lists: Sequence[TensorList], n_in: int, n_out: int) -> bool:
     if n_in > _native.MAX_INPUTS or n_out > _native.MAX_OUTPUTS:
         return False
     return _native.usable(lists)
-
-
-KERNEL_TINY = 1e-30
-"""On the kernel path, float32 products are summed in float32 lanes: a squared norm below
-``KERNEL_TINY`` times the number of elements, in any block (rms element below 1e-15, where
-squares near float32's underflow could carry a relative error above ~1e-8; exact zeros
-included), or a non-finite entry (a lane overflowed) sends pass 1 to the float64 torch-op Gram
-instead. Read on the host: the kernel path is CPU-only, so this is
-no device synchronisation."""
-
-
-def _kernel_range_ok(
-    packed: Tensor, pairs: Sequence[tuple[int, int]], lists: Sequence[TensorList]
-) -> bool:
-    if lists[0][0].dtype != torch.float32:
-        return True
-    if not bool(torch.isfinite(packed).all()):
-        return False
-    numel = sum(t.numel() for t in lists[0])
-    diag = [p for p, (i, j) in enumerate(pairs) if i == j]
-    return not diag or bool((packed[:, diag] >= KERNEL_TINY * max(numel, 1)).all())
 
 
 def _gram_blocks(blocks: GramBlocks, coef_of: list[int], n_tensors: int) -> tuple[list[int], int]:
