@@ -36,9 +36,21 @@ LAM, RHO = 0.5, 0.01
 BASE = "foreach_add_ (floor yardstick)"
 K1 = "generic kernel: K=1 Bloop step (gram + lincomb)"
 K3 = "generic kernel: K=3 step, 7 lists (gram + lincomb)"
+K3_GRAM = "  K=3 pass 1 alone (gram: 16 products of 7 lists)"
+K3_READ = "  7 lists read once, squared norms only (gram: 7 products)"
+K3_LIN = "  K=3 pass 2 alone (lincomb: 7 lists in, 4 out)"
 LEGACY = "bloop_update_ (Bloop's default CPU path today)"
 COMBINE = "Bloop.combine(main_grads, aux_grads) (public)"
-TRAFFIC = {BASE: 3.0, K1: 8.0, K3: 18.0, LEGACY: 7.0, COMBINE: 8.0}
+TRAFFIC = {
+    BASE: 3.0,
+    K1: 8.0,
+    K3: 18.0,
+    K3_GRAM: 7.0,
+    K3_READ: 7.0,
+    K3_LIN: 11.0,
+    LEGACY: 7.0,
+    COMBINE: 8.0,
+}
 """Minimum buffer transfers of each path (see the module docstring). ``bloop_update_`` reads
 ``g_aux`` and ``e`` for its products, so 7; ``combine`` is counted as the K = 1 step (its
 inputs are read, the direction written to a new buffer, the EMA updated): 8."""
@@ -114,6 +126,11 @@ def run_kernel_rows(params: int, tensors: int, repeats: int) -> list[Row]:
         k3[4:] = [[t * 0.5 + 0.1 * g for t, g in zip(x, k3[0])] for x in k3[4:]]
         fns[K1] = k1_step(m, [t.clone() for t in a], [t.clone() for t in e])
         fns[K3] = k3_step(k3)
+        # where the K = 3 step's time goes: each pass alone, and a pass that only reads
+        fns[K3_GRAM] = lambda: _native.gram(k3, K3_PAIRS)
+        fns[K3_READ] = lambda: _native.gram(k3, [(i, i) for i in range(7)])
+        mix = k3_coefficients(_native.gram(k3, K3_PAIRS)[0], [0.5, 0.3, 0.2], RHO)
+        fns[K3_LIN] = lambda: _native.lincomb(k3, [k3[1], *k3[4:]], mix)
     a2, e2 = [t.clone() for t in a], [t.clone() for t in e]
     fns[LEGACY] = lambda: bloop_update_(m, a2, e2, lam=LAM, rho=RHO, out=a2)
     fns[COMBINE] = combine_step(m, a)
