@@ -1,4 +1,4 @@
-"""Benchmarks of issue 5: Bloop's surgery against the memory-bandwidth floor and the alternatives.
+"""Benchmarks: the surgery's fused CPU kernel, Bloop's step and its alternatives, training steps, memory.
 
 Usage::
 
@@ -35,12 +35,14 @@ import torch  # noqa: E402
 
 import _timing  # noqa: E402
 import combination  # noqa: E402
+import kernel  # noqa: E402
 from combination import Row, run_alternatives, run_scaling, run_small_tensors  # noqa: E402
 from memory import run_memory  # noqa: E402
 from torchbloop.functional import cpu_kernel_status  # noqa: E402
 from training import make_task, run_steps, run_vjp  # noqa: E402
 
 FULL = {
+    "kernel_params": 20_000_000,
     "alt_params": 20_000_000,
     "small_params": 1_000_000,
     "scaling": [1_000_000, 10_000_000, 100_000_000],
@@ -49,6 +51,7 @@ FULL = {
     "mem_steps": 3,
 }
 QUICK = {
+    "kernel_params": 200_000,
     "alt_params": 200_000,
     "small_params": 100_000,
     "scaling": [100_000, 400_000],
@@ -102,6 +105,21 @@ def rows_table(rows: list[Row], *, with_tensors: bool) -> list[str]:
             cells.append(str(r.tensors))
         cells += [_ms(r.seconds), f"{r.ratio:.2f}", f"{r.gbps:.1f}"]
         out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def kernel_table(rows: list[Row]) -> list[str]:
+    """The kernel section: time, ratio to the yardstick, transfers, floor and ratio to it."""
+    out = [
+        "| path | ms | x foreach_add_ | buffer transfers | floor (x foreach_add_) | x floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        floor = r.buffers / kernel.TRAFFIC[kernel.BASE]
+        out.append(
+            f"| {r.path} | {_ms(r.seconds)} | {r.ratio:.2f} | {r.buffers:g} | {floor:.2f} | "
+            f"{kernel.floor_ratio(r):.2f} |"
+        )
     return out
 
 
@@ -166,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         help="pip-install the optional comparisons (jax, torchjd) first, keeping this torch",
     )
     parser.add_argument(
-        "--sections", default="alt,small,scaling,steps,vjp,memory", help="comma-separated subset"
+        "--sections",
+        default="kernel,alt,small,scaling,steps,vjp,memory",
+        help="comma-separated subset",
     )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
@@ -187,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         + f" --threads {args.threads} --clock {args.clock}"
     )
     lines = [
-        "# Benchmarks (issue 5)",
+        "# Benchmarks",
         "",
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
@@ -201,6 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines), flush=True)
     scaling: list[Row] = []
     found: dict[str, object] = {}
+    if "kernel" in sections:
+        rows = kernel.run_kernel_rows(cfg["kernel_params"], 50, cfg["repeats"])
+        found["kernel"] = rows
+        emit(
+            [
+                f"## Generic fused kernel and `combine`, {cfg['kernel_params'] / 1e6:g}M float32 "
+                "parameters in 50 tensors",
+                "",
+                *kernel_table(rows),
+                "",
+            ]
+        )
     if "alt" in sections:
         rows = run_alternatives(cfg["alt_params"], 50, cfg["repeats"], quick=args.quick)
         found["alt"] = rows
@@ -305,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     found["scaling"] = scaling
-    emit(["## Targets of issue 5 in this run", "", *targets(found), ""])
+    emit(["## Targets in this run", "", *targets(found), ""])
     emit([f"Total benchmark time: {time.perf_counter() - start:.0f} s.", ""])
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)
@@ -335,10 +367,30 @@ def _verdict(value: float, limit: float) -> str:
 def targets(found: dict[str, Any]) -> list[str]:
     """One line per target: the measured figure, the limit, met or missed by how much."""
     out = []
+    if "kernel" in found:
+        r = {row.path: row for row in found["kernel"]}
+        for path, limit, what in (
+            (kernel.K1, 2.8, "issue 9: K = 1 no slower than today"),
+            (kernel.COMBINE, 3.5, "issue 11: combine"),
+            (kernel.LEGACY, 2.8, "Bloop's default CPU path on this branch"),
+        ):
+            if path in r:
+                out.append(
+                    f"- {path} ({what}): {r[path].ratio:.2f}x foreach_add_ at "
+                    f"{r[path].params / 1e6:g}M (limit {limit}x; floor "
+                    f"{r[path].buffers:g}/3 = {r[path].buffers / 3:.2f}x): "
+                    f"{_verdict(r[path].ratio, limit)}"
+                )
+        if kernel.K3 in r:
+            q = kernel.floor_ratio(r[kernel.K3])
+            out.append(
+                f"- {kernel.K3} (issue 9: within 1.2x of its memory-traffic floor): "
+                f"{r[kernel.K3].ratio:.2f}x foreach_add_ = {q:.2f}x its floor of 18/3 x "
+                f"foreach_add_ (limit 1.2x): {_verdict(q, 1.2)}"
+            )
     if "alt" in found:
         r = {row.path: row for row in found["alt"]}
         for path, limit, kind in (
-            (EAGER, 3.5, "eager default"),
             (EAGER, 3.0, "fused path"),
             (COMPILED, 3.0, "compiled path"),
             (COMPILED_LOOPS, 3.0, "compiled, Inductor's code"),
@@ -347,7 +399,7 @@ def targets(found: dict[str, Any]) -> list[str]:
         ):
             if path in r:
                 out.append(
-                    f"- 1. {path} ({kind}): {r[path].ratio:.2f}x foreach_add_ at "
+                    f"- {path} ({kind}): {r[path].ratio:.2f}x foreach_add_ at "
                     f"{r[path].params / 1e6:g}M (limit {limit}x; traffic floor 7/3 = 2.33x): "
                     f"{_verdict(r[path].ratio, limit)}"
                 )
@@ -357,7 +409,7 @@ def targets(found: dict[str, Any]) -> list[str]:
             if (path, 50) in t and (path, 500) in t:
                 q = t[path, 500] / t[path, 50]
                 out.append(
-                    f"- 1. {path}: 500 tensors / 50 tensors = {q:.2f}x (limit 2x): {_verdict(q, 2.0)}"
+                    f"- {path}: 500 tensors / 50 tensors = {q:.2f}x (limit 2x): {_verdict(q, 2.0)}"
                 )
         base = "foreach_add_ (floor yardstick)"
         if (base, 50) in t and (base, 500) in t:
@@ -366,12 +418,12 @@ def targets(found: dict[str, Any]) -> list[str]:
         if str(row["path"]).startswith("Bloop"):
             v = float(row["vs_mixed"])  # type: ignore[arg-type]
             out.append(
-                f"- 2. {row['path']} on {row['task']}: {v:.3f}x Mixed (limit 1.05x): {_verdict(v, 1.05)}"
+                f"- {row['path']} on {row['task']}: {v:.3f}x Mixed (limit 1.05x): {_verdict(v, 1.05)}"
             )
     for row in found.get("memory", []):
         if row["method"] == "Bloop":
             out.append(
-                f"- 3. {row['task']}: Bloop peak {row['delta_mb']:.2f} MiB over rest, budget {row['budget_mb']:.2f} MiB "
+                f"- memory, {row['task']}: Bloop peak {row['delta_mb']:.2f} MiB over rest, budget {row['budget_mb']:.2f} MiB "
                 f"(Mixed + EMA {row['ema_mb']:.2f} MiB + 2%): {'met' if row['met'] else 'missed'}; "
                 f"beyond Mixed + EMA: {float(row['extra_over_mixed_mb']) - float(row['ema_mb']):+.2f} MiB"  # type: ignore[arg-type]
             )
@@ -380,7 +432,7 @@ def targets(found: dict[str, Any]) -> list[str]:
             v = float(row["vs_two"])  # type: ignore[arg-type]
             faster = "faster" if v < 1 else "slower"
             out.append(
-                f"- 4. {row['task']}: one batched VJP is {v:.2f}x two backward passes ({faster})"
+                f"- {row['task']}: one batched VJP is {v:.2f}x two backward passes ({faster})"
             )
     for path in (EAGER, TORCH_OPS):
         rows = sorted(
@@ -396,7 +448,7 @@ def targets(found: dict[str, Any]) -> list[str]:
         small, large = rows[-2], rows[-1]
         growth = (large.seconds / small.seconds) / (large.params / small.params)
         out.append(
-            f"- 6. {path}: {desc}; {small.params / 1e6:g}M -> {large.params / 1e6:g}M: time grew "
+            f"- scaling, {path}: {desc}; {small.params / 1e6:g}M -> {large.params / 1e6:g}M: time grew "
             f"{growth:.2f}x as fast as the parameter count (limit 1.15x): {_verdict(growth, 1.15)}"
         )
     return out

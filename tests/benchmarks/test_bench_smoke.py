@@ -29,6 +29,7 @@ def test_quick_benchmarks_run_and_write_a_report(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     text = report.read_text()
     for heading in (
+        "Generic fused kernel and `combine`",
         "Combination step",
         "Per-tensor overhead",
         "Scaling",
@@ -38,8 +39,11 @@ def test_quick_benchmarks_run_and_write_a_report(tmp_path: Path) -> None:
     ):
         assert heading in text, heading
     assert "| bloop_update_ (torch ops, cache-blocked) |" in text
+    assert "| Bloop.combine(main_grads, aux_grads) (public) |" in text
     if cpu_kernel_available():
         assert "| bloop_update_ (fused C kernel, default) |" in text
+        assert "| generic kernel: K=3 step, 7 lists (gram + lincomb) |" in text
+        assert "within 1.2x of its memory-traffic floor" in text
     assert (tmp_path / "bench_scaling.png").stat().st_size > 0
 
 
@@ -51,7 +55,7 @@ def test_quick_combination_section_runs(tmp_path: Path) -> None:
             str(ROOT / "benchmarks" / "run.py"),
             "--quick",
             "--sections",
-            "small,scaling",
+            "kernel,small,scaling",
         ],
         capture_output=True,
         text=True,
@@ -60,3 +64,6 @@ def test_quick_combination_section_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "500 tensors take" in result.stdout
+    assert "Bloop.combine(main_grads, aux_grads) (public)" in result.stdout
+    if cpu_kernel_available():
+        assert "generic kernel: K=1 Bloop step" in result.stdout

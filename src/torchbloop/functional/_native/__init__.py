@@ -20,6 +20,7 @@ import array
 import ctypes
 import operator
 from collections.abc import Sequence
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -52,7 +53,11 @@ _MIN_PER_THREAD = 1 << 20
 """Elements per thread below which extra threads cost more than they save."""
 
 
-def usable(lists: Sequence[Sequence[Tensor]], *more: Sequence[Tensor]) -> bool:
+@overload
+def usable(lists: Sequence[Sequence[Tensor]]) -> bool: ...
+@overload
+def usable(lists: Sequence[Tensor], *more: Sequence[Tensor]) -> bool: ...
+def usable(lists: Any, *more: Sequence[Tensor]) -> bool:
     """Whether the kernel takes these lists: aligned lists (equal lengths, equal sizes tensor
     by tensor) of plain contiguous CPU tensors of one dtype, float32 or float64, none requiring
     grad; and the kernel is built and switched on.
@@ -69,7 +74,7 @@ def usable(lists: Sequence[Sequence[Tensor]], *more: Sequence[Tensor]) -> bool:
         False
     """
     if more:  # legacy form: usable(main, aux, ema)
-        lists = (lists, *more)  # type: ignore[assignment, arg-type]
+        lists = (lists, *more)
     if not lists or not lists[0]:
         return False
     first = lists[0]

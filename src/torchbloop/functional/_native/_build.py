@@ -91,6 +91,8 @@ def _check_parents(directory: Path) -> None:
     """Every directory above the cache must be ours or root's, and nobody else's to rename in
     (group/other-writable only with the sticky bit, as ``/tmp``)."""
     for parent in directory.resolve().parents:
+        if not parent.exists():
+            continue  # created below, 0700
         info = os.stat(parent)
         if info.st_uid not in (0, os.getuid()):
             raise UnsafeCache(f"refusing cache under {parent}: owned by uid {info.st_uid}")
@@ -103,13 +105,14 @@ def _check_parents(directory: Path) -> None:
 
 
 def _private_dir(directory: Path) -> None:
-    """Creates the cache directory ``0700`` if needed, then checks that it is safe to load from."""
+    """Creates the cache directory ``0700`` if needed (nothing is created under an unsafe parent),
+    then checks that it is safe to load from."""
+    _check_parents(directory)
     try:
         directory.mkdir(mode=0o700, parents=True)
     except FileExistsError:
         pass
     _check_private(directory, "cache directory")
-    _check_parents(directory)
 
 
 def _build() -> ctypes.CDLL:

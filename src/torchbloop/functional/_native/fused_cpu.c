@@ -7,13 +7,14 @@
  *   gram:    sums[b][p] = sum over the tensors t of block b of <x_i[t], x_j[t]>, (i, j) = pairs[p]
  *   lincomb: y_o[t] = sum_i c[block(t)][o][i] * x_i[t], for up to 8 inputs and 4 outputs
  *
- * gram reads every list once: pairs are grouped in rows (i, {j1, j2, ...}) and each row runs
- * over a slice of SUB elements that stays in the L1 cache, so a list shared by several pairs is
- * loaded from memory once. Products are summed in vector lanes of the element type over chunks
- * of CHUNK elements, then in double. lincomb loads the inputs of an element, then writes its
- * outputs: an output may be (alias) an input. Inner loops are specialised on the row length and
- * on the numbers of inputs and outputs (always-inlined helpers called with constants), so they
- * are unrolled with the coefficients and accumulators in registers.
+ * gram reads every list once, in one loop: each step loads one vector of every list that some
+ * pair reads and forms every product of them (up to 36 for 8 lists; computing the whole
+ * triangle costs less than choosing, and the loop stays bound by memory). Products are summed
+ * in vector lanes of the element type over chunks of CHUNK elements, then in double. lincomb
+ * loads the inputs of an element, then writes its outputs: an output may be (alias) an input.
+ * Inner loops are specialised on the number of lists and on the numbers of inputs and outputs
+ * (always-inlined helpers called with constants), so they are unrolled with coefficients and
+ * accumulators in registers (spilled to the L1 cache for the largest triangles).
  *
  * Work is split over `nthreads` POSIX threads by ranges of the concatenated elements (aligned to
  * 64 elements); per-thread sums are added in thread order, so results are deterministic for a
@@ -25,23 +26,14 @@
 #include <string.h>
 
 #define CHUNK 4096
-#define SUB 512
 #define MAX_THREADS 64
 #define MAX_LISTS 8
 #define MAX_OUT 4
 #define MAX_PAIRS (MAX_LISTS * (MAX_LISTS + 1) / 2)
-#define TRI_MAX 4 /* up to this many lists, gram computes the whole triangle */
 #define INLINE static inline __attribute__((always_inline))
 
 typedef float vf32 __attribute__((vector_size(32)));
 typedef double vf64 __attribute__((vector_size(32)));
-
-/* Pairs sharing their first list: (a, b[0]), (a, b[1]), ... -> unique product slot[k]. */
-typedef struct {
-    int a, n;
-    int b[MAX_LISTS];
-    int slot[MAX_LISTS];
-} row_t;
 
 typedef struct {
     int64_t count;           /* tensors per list */
@@ -52,9 +44,8 @@ typedef struct {
     int nout;                /* lincomb */
     void *const *out;        /* lincomb: [nout][count] data pointers */
     const double *coefs;     /* lincomb: [nblocks][nout][nin] */
-    int nrows, nuniq;        /* gram */
+    int nuniq;               /* gram: products per block (the triangle of the nin lists) */
     int used[MAX_LISTS];     /* gram: the lists some pair reads (nin of them) */
-    const row_t *rows;       /* gram */
     int64_t lo, hi;          /* range of the concatenated elements this worker owns */
     double *sums;            /* gram: this worker's [nblocks][nuniq] */
 } job_t;
@@ -73,85 +64,7 @@ static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) 
 #define DEFINE_KERNELS(T, V, LANES, SUF)                                                        \
     INLINE V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                 \
     INLINE void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                            \
-    /* acc[k] += sum of a * b_k over [s, e) (whole vectors); R is a constant after inlining.    \
-     * Short rows keep two sets of accumulators so that the additions overlap. */               \
-    INLINE void row_##SUF(const T *a, const T *const *b, int64_t s, int64_t e, V *acc,          \
-                          const int R) {                                                        \
-        V l0[MAX_LISTS], l1[MAX_LISTS];                                                         \
-        const T *p[MAX_LISTS];                                                                  \
-        _Pragma("GCC unroll 8") for (int k = 0; k < R; k++) {                                   \
-            l0[k] = acc[k];                                                                     \
-            l1[k] = (V){0};                                                                     \
-            p[k] = b[k];                                                                        \
-        }                                                                                       \
-        int64_t i = s;                                                                          \
-        if (R <= 4) {                                                                           \
-            for (; i + 2 * LANES <= e; i += 2 * LANES) {                                        \
-                V x0 = load_##SUF(a + i), x1 = load_##SUF(a + i + LANES);                       \
-                _Pragma("GCC unroll 8") for (int k = 0; k < R; k++) {                           \
-                    l0[k] += x0 * load_##SUF(p[k] + i);                                         \
-                    l1[k] += x1 * load_##SUF(p[k] + i + LANES);                                 \
-                }                                                                               \
-            }                                                                                   \
-        }                                                                                       \
-        for (; i < e; i += LANES) {                                                             \
-            V x0 = load_##SUF(a + i);                                                           \
-            _Pragma("GCC unroll 8") for (int k = 0; k < R; k++) l0[k] += x0 * load_##SUF(p[k] + i); \
-        }                                                                                       \
-        _Pragma("GCC unroll 8") for (int k = 0; k < R; k++) acc[k] = l0[k] + l1[k];             \
-    }                                                                                           \
-    static void row_any_##SUF(const T *a, const T *const *b, int64_t s, int64_t e, V *acc,      \
-                              int n) {                                                          \
-        switch (n) {                                                                            \
-        case 1: row_##SUF(a, b, s, e, acc, 1); break;                                           \
-        case 2: row_##SUF(a, b, s, e, acc, 2); break;                                           \
-        case 3: row_##SUF(a, b, s, e, acc, 3); break;                                           \
-        case 4: row_##SUF(a, b, s, e, acc, 4); break;                                           \
-        case 5: row_##SUF(a, b, s, e, acc, 5); break;                                           \
-        case 6: row_##SUF(a, b, s, e, acc, 6); break;                                           \
-        case 7: row_##SUF(a, b, s, e, acc, 7); break;                                           \
-        default: row_##SUF(a, b, s, e, acc, 8); break;                                          \
-        }                                                                                       \
-    }                                                                                           \
-    /* the products of every row over n elements of one tensor, added to sums[slot] */         \
-    static void gram_span_##SUF(const T *const *x, int64_t n, const row_t *rows, int nrows,     \
-                                int nuniq, double *sums) {                                      \
-        int64_t nv = n - n % LANES, i = 0;                                                      \
-        V acc[MAX_PAIRS];                                                                       \
-        while (i < nv) {                                                                        \
-            int64_t end = i + CHUNK < nv ? i + CHUNK : nv;                                      \
-            for (int u = 0; u < nuniq; u++) acc[u] = (V){0};                                    \
-            for (int64_t s = i; s < end; s += SUB) {                                            \
-                int64_t e = s + SUB < end ? s + SUB : end;                                      \
-                for (int r = 0; r < nrows; r++) {                                               \
-                    const row_t *w = &rows[r];                                                  \
-                    const T *b[MAX_LISTS];                                                      \
-                    V part[MAX_LISTS];                                                          \
-                    for (int k = 0; k < w->n; k++) {                                            \
-                        b[k] = x[w->b[k]];                                                      \
-                        part[k] = acc[w->slot[k]];                                              \
-                    }                                                                           \
-                    row_any_##SUF(x[w->a], b, s, e, part, w->n);                                \
-                    for (int k = 0; k < w->n; k++) acc[w->slot[k]] = part[k];                   \
-                }                                                                               \
-            }                                                                                   \
-            for (int u = 0; u < nuniq; u++) {                                                   \
-                double c = 0;                                                                   \
-                for (int k = 0; k < LANES; k++) c += (double)acc[u][k];                         \
-                sums[u] += c;                                                                   \
-            }                                                                                   \
-            i = end;                                                                            \
-        }                                                                                       \
-        for (; i < n; i++) {                                                                    \
-            for (int r = 0; r < nrows; r++) {                                                   \
-                T xa = x[rows[r].a][i];                                                         \
-                for (int k = 0; k < rows[r].n; k++)                                             \
-                    sums[rows[r].slot[k]] += (double)(xa * x[rows[r].b[k]][i]);                 \
-            }                                                                                   \
-        }                                                                                       \
-    }                                                                                           \
-    /* every product x_a * x_b (a <= b < NL) over n elements in one loop, for few lists:     \
-     * the whole triangle fits in registers, and computing it costs less than choosing. */    \
+    /* every product x_a * x_b (a <= b < NL) over n elements in one loop; NL a constant */      \
     INLINE void tri_##SUF(const T *const *x, int64_t n, double *sums, const int NL) {         \
         enum { NT = MAX_LISTS * (MAX_LISTS + 1) / 2 };                                          \
         const T *p[MAX_LISTS];                                                                  \
@@ -205,12 +118,15 @@ static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) 
         for (int l = 0; l < j->nin; l++) x[l] = (const T *)j->in[j->used[l] * j->count + t] + lo; \
         int64_t blk = j->block_of ? j->block_of[t] : 0;                                         \
         double *sums = j->sums + blk * j->nuniq;                                                \
-        switch (j->nrows ? 0 : j->nin) { /* nrows == 0: the whole triangle */                   \
+        switch (j->nin) {                                                                       \
         case 1: tri_##SUF(x, n, sums, 1); break;                                                \
         case 2: tri_##SUF(x, n, sums, 2); break;                                                \
         case 3: tri_##SUF(x, n, sums, 3); break;                                                \
         case 4: tri_##SUF(x, n, sums, 4); break;                                                \
-        default: gram_span_##SUF(x, n, j->rows, j->nrows, j->nuniq, sums); break;              \
+        case 5: tri_##SUF(x, n, sums, 5); break;                                                \
+        case 6: tri_##SUF(x, n, sums, 6); break;                                                \
+        case 7: tri_##SUF(x, n, sums, 7); break;                                                \
+        default: tri_##SUF(x, n, sums, 8); break;                                               \
         }                                                                                       \
     }                                                                                           \
     static void *gram_job_##SUF(void *arg) {                                                    \
@@ -326,47 +242,25 @@ static int64_t check_tensors(int64_t count, const int64_t *sizes, const int64_t 
 int torchbloop_gram(int dtype, int64_t count, const int64_t *sizes, int nlists, void *const *ptrs,
                     int npairs, const int32_t *pairs, const int64_t *block_of, int64_t nblocks,
                     int nthreads, double *result) {
-    row_t rows[MAX_LISTS];
-    int dest[MAX_PAIRS];
-    int nrows = 0, nuniq = 0;
+    int dest[MAX_PAIRS], remap[MAX_LISTS], used[MAX_LISTS], nused = 0;
     if (nlists < 1 || nlists > MAX_LISTS || npairs < 0 || npairs > MAX_PAIRS || nblocks < 1)
         return -2;
-    int remap[MAX_LISTS], used[MAX_LISTS], nused = 0;
     for (int l = 0; l < MAX_LISTS; l++) remap[l] = -1;
-    for (int p = 0; p < 2 * npairs; p++) { /* lists no pair reads are not read at all */
-        int l = pairs[p];
-        if (l < 0 || l >= nlists) return -2;
-        if (remap[l] < 0) remap[l] = 0;
+    for (int p = 0; p < 2 * npairs; p++) {
+        if (pairs[p] < 0 || pairs[p] >= nlists) return -2;
+        remap[pairs[p]] = 0;
     }
-    for (int l = 0; l < nlists; l++)
+    for (int l = 0; l < nlists; l++) /* lists no pair reads are not read at all */
         if (remap[l] == 0) {
             remap[l] = nused;
             used[nused++] = l;
         }
-    for (int p = 0; p < npairs; p++) {
+    for (int p = 0; p < npairs; p++) { /* slot of (a, b), a <= b, in the triangle's order */
         int a = remap[pairs[2 * p]], b = remap[pairs[2 * p + 1]];
         if (a > b) { int s = a; a = b; b = s; }
-        if (nused <= TRI_MAX) { /* few lists: every product, slots in triangle order */
-            dest[p] = a * nused - a * (a - 1) / 2 + (b - a);
-            continue;
-        }
-        int r = 0; /* more lists: the distinct pairs grouped in rows by their smaller index */
-        while (r < nrows && rows[r].a != a) r++;
-        if (r == nrows) {
-            rows[nrows].a = a;
-            rows[nrows].n = 0;
-            nrows++;
-        }
-        int k = 0;
-        while (k < rows[r].n && rows[r].b[k] != b) k++;
-        if (k == rows[r].n) {
-            rows[r].b[k] = b;
-            rows[r].slot[k] = nuniq++;
-            rows[r].n++;
-        }
-        dest[p] = rows[r].slot[k];
+        dest[p] = a * nused - a * (a - 1) / 2 + (b - a);
     }
-    if (nused <= TRI_MAX) nuniq = nused * (nused + 1) / 2;
+    int nuniq = nused * (nused + 1) / 2;
     int64_t total = check_tensors(count, sizes, block_of, nblocks);
     if (total < 0) return -2;
     nthreads = clamp_threads(nthreads);
@@ -381,9 +275,7 @@ int torchbloop_gram(int dtype, int64_t count, const int64_t *sizes, int nlists, 
     jobs[0].nin = nused;
     jobs[0].in = ptrs;
     memcpy(jobs[0].used, used, sizeof used);
-    jobs[0].nrows = nrows;
     jobs[0].nuniq = nuniq;
-    jobs[0].rows = rows;
     if (nuniq) {
         jobs[0].sums = sums;
         run_jobs(dtype ? gram_job_f64 : gram_job_f32, jobs, total, nthreads, per);
