@@ -13,6 +13,7 @@ from . import (
     projection_bias,
     quadratic,
     small_weights,
+    regime,
     smooth_mlp,
     translation,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "projection_bias",
     "quadratic",
     "small_weights",
+    "regime",
     "smooth_mlp",
     "translation",
 ]

@@ -1,0 +1,427 @@
+"""Regime study: when do Bloop's end points leave Mixed's front, and when do they reach the bilevel optimum?
+
+Two over-parameterised least-squares problems with an L2-to-a-point aux loss, where the bilevel
+optimum (minimise the aux loss over the minimisers of the main loss) has a closed form,
+``theta_opt = theta* - X^+ (X theta* - y)``:
+
+* ``quadratic``: the authors' problem (:class:`~torchbloop.experiments.tasks.quadratic.Problem`,
+  Gaussian ``X``, n = 256, p = 300).
+* ``digits``: real images: :data:`DIGITS_N` MNIST digits (pixels in [0, 1], p = 784), target
+  +1 for digits 5-9 and -1 for 0-4; the point ``theta*`` of the aux loss is a prior learned on
+  other data (the ridge solution on :data:`DIGITS_PRIOR_N` other training digits). Pixels make
+  ``X`` ill-conditioned (the mean image dominates), which is the regime of the issue's
+  "alignment limit".
+
+For each problem and seed, SGD runs at every combination of batch size (the gradient noise),
+learning rate (a fraction of ``1 / L``, ``L`` the largest eigenvalue of ``X^T X / n``), lam and
+method variant: Mixed, Bloop with a constant rho, and Bloop with rho tied to the learning rate
+(``rho_t = rho_0 (lr_t / lr_0)^(2/3)``, the theory's scaling, on the same cosine schedule).
+All variants of one (problem, seed, batch) run as the rows of one batched float64 computation
+(one row = one independent run, all rows seeing the same mini-batches), which is what makes
+the study cheap; ``tests/experiments/test_fronts.py`` checks that a row reproduces
+:class:`torchbloop.Bloop` / :class:`torchbloop.Mixed` driven through the quadratic task.
+
+The step follows method.md: Bloop's direction ``g_main + lam * pi(g_aux; e)`` with the EMA of
+previous steps (the paper's order), the EMA created from the first main gradient, then
+``e <- (1 - rho) e + rho g_main``. The leak diagnostic ``lam <pi(g_aux; e), g_main> / ||g_main||^2``
+(0: the main loss descends as without the aux loss; -1: the aux term cancels its descent) and
+``cos(g_main, e)`` are computed at every eval point from the full-batch gradients with
+:func:`torchbloop.functional.projection_coefficient` (for Mixed ``pi`` is the identity, so its
+leak is ``lam <g_aux, g_main> / ||g_main||^2``).
+
+The record of one run (one seed) holds a list of rows in ``extra["rows"]``: the settings, the
+end point (main, aux, eval main, distance to the bilevel optimum) and the diagnostics; rows of
+full-batch runs also keep their trajectories. It also holds the paper's quadratic setting
+(SGD 1e-3, batch 64, lam in logspace(-3, 3, 10) plus 0) for Bloop and Mixed, as rows with
+``cell == "paper"``: the quadratic claim with several seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from torchbloop.functional import projection_coefficient
+
+from ..registry import Experiment, Record, RunSpec, register
+from ..training import set_seed, torch_threads
+from ..vision_data import mnist5k_split
+from .quadratic import LAMS_PAPER as QUADRATIC_LAMS
+from .quadratic import Problem as QuadraticProblem
+
+__all__ = [
+    "LeastSquares",
+    "Row",
+    "digits_problem",
+    "quadratic_problem",
+    "run",
+    "train_rows",
+]
+
+DIGITS_N, DIGITS_PRIOR_N, DIGITS_EVAL_N = 200, 1000, 1000
+DIGITS_PRIOR_RIDGE = 1.0
+"""Ridge weight of the prior ``theta*`` (on ``X^T X / n``, whose largest eigenvalue is ~100)."""
+
+BATCHES: dict[str, tuple[int | None, ...]] = {
+    "smoke": (8, None),
+    "default": (8, 32, None),
+    "paper": (8, 32, None),
+}
+"""Batch sizes per budget; ``None`` is the full batch (exact gradients)."""
+LR_SCALES = {"smoke": (0.05,), "default": (0.05, 0.5), "paper": (0.005, 0.05, 0.5)}
+"""Learning rates as fractions of ``1 / L``."""
+LAMS = {"smoke": (0.1, 10.0), "default": (0.01, 0.1, 1.0, 10.0), "paper": (0.01, 0.1, 1.0, 10.0)}
+RHOS = (0.001, 0.01, 0.1, 1.0)
+TIED_RHOS = (0.01, 0.1)
+STEPS = {"smoke": 300, "default": 5_000, "paper": 40_000}
+PAPER_STEPS = {"smoke": 300, "default": 20_000, "paper": 100_000}
+"""Steps of the paper's quadratic setting (the ``quadratic`` experiment's budgets)."""
+PAPER_LR, PAPER_BATCH, PAPER_RHO = 1e-3, 64, 0.01
+EVAL_POINTS = 20
+
+
+@dataclass(frozen=True)
+class LeastSquares:
+    """``L_main = ||X theta - y||^2 / (2n)``, ``L_aux = ||theta - theta*||^2 / 2`` (float64)."""
+
+    name: str
+    X: Tensor
+    y: Tensor
+    X_eval: Tensor
+    y_eval: Tensor
+    theta_star: Tensor
+    theta_opt: Tensor
+    L: float
+    """Largest eigenvalue of ``X^T X / n`` (the main loss's curvature)."""
+
+    def main(self, theta: Tensor, X: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+        """Main loss of each row of ``theta`` (``[V, p] -> [V]``)."""
+        X = self.X if X is None else X
+        y = self.y if y is None else y
+        return 0.5 * ((theta @ X.T - y) ** 2).mean(dim=1)
+
+    def aux(self, theta: Tensor) -> Tensor:
+        """Aux loss of each row of ``theta``."""
+        return 0.5 * ((theta - self.theta_star) ** 2).sum(dim=1)
+
+
+def _bilevel_optimum(X: Tensor, y: Tensor, theta_star: Tensor) -> Tensor:
+    return theta_star - torch.linalg.pinv(X) @ (X @ theta_star - y)
+
+
+def _curvature(X: Tensor) -> float:
+    return float(torch.linalg.eigvalsh(X @ X.T / X.shape[0]).max())
+
+
+def quadratic_problem(seed: int) -> LeastSquares:
+    """The authors' quadratic of ``seed`` (the same data as the ``quadratic`` experiment)."""
+    p = QuadraticProblem(seed)
+    return LeastSquares(
+        "quadratic", p.X, p.y, p.X_eval, p.y_eval, p.theta_star, p.theta_opt, _curvature(p.X)
+    )
+
+
+def digits_problem(seed: int) -> LeastSquares:
+    """Least squares on :data:`DIGITS_N` real MNIST digits (p = 784), aux: L2 to a ridge prior."""
+    train, test = mnist5k_split("train"), mnist5k_split("test")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(50_000 + seed))
+
+    def xy(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        X = images.reshape(len(images), -1).to(torch.float64)
+        return X, torch.where(labels >= 5, 1.0, -1.0).to(torch.float64)
+
+    X, y = xy(train.images[order[:DIGITS_N]], train.labels[order[:DIGITS_N]])
+    prior_rows = order[DIGITS_N : DIGITS_N + DIGITS_PRIOR_N]
+    A, b = xy(train.images[prior_rows], train.labels[prior_rows])
+    gram = A.T @ A / len(b) + DIGITS_PRIOR_RIDGE * torch.eye(A.shape[1], dtype=torch.float64)
+    theta_star = torch.linalg.solve(gram, A.T @ b / len(b))
+    X_eval, y_eval = xy(test.images[:DIGITS_EVAL_N], test.labels[:DIGITS_EVAL_N])
+    return LeastSquares(
+        "digits",
+        X,
+        y,
+        X_eval,
+        y_eval,
+        theta_star,
+        _bilevel_optimum(X, y, theta_star),
+        _curvature(X),
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One independent SGD run inside a batched computation.
+
+    Args:
+        method: ``"bloop"`` or ``"mixed"``.
+        lam: aux weight.
+        lr: initial learning rate (absolute).
+        rho: Bloop's EMA weight (its initial value when ``tied``); ignored by Mixed.
+        tied: Bloop's rho follows the learning rate: ``rho_t = rho (lr_t / lr)^(2/3)``.
+    """
+
+    method: str
+    lam: float
+    lr: float
+    rho: float = 0.0
+    tied: bool = False
+
+
+def _batches(prob: LeastSquares, batch: int | None, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Shuffled epochs of mini-batches, in the same order as the ``quadratic`` experiment."""
+    n = len(prob.y)
+    if batch is None or batch >= n:
+        while True:
+            yield prob.X, prob.y
+    g = torch.Generator().manual_seed(20_000 + seed)
+    while True:
+        perm = torch.randperm(n, generator=g)
+        yield from zip(prob.X[perm].split(batch), prob.y[perm].split(batch))
+
+
+def _cosine(step: int, steps: int) -> float:
+    """The ``cosine_with_warmup`` factor (no warm-up, decay to 0) of optimizer step ``step``."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / steps)))
+
+
+def _diagnostics(
+    prob: LeastSquares, theta: Tensor, ema: Tensor, lam: Tensor, is_bloop: Tensor
+) -> dict[str, Tensor]:
+    """Leak ``lam <pi(g_aux; e), g_main> / ||g_main||^2`` and ``cos(g_main, e)`` per row (full batch)."""
+    g_main = (theta @ prob.X.T - prob.y) @ prob.X / len(prob.y)
+    g_aux = theta - prob.theta_star
+    coef, _ = projection_coefficient((g_aux * ema).sum(1), (ema * ema).sum(1))
+    projected = g_aux - torch.where(is_bloop, coef, torch.zeros_like(coef))[:, None] * ema
+    main_sq = (g_main * g_main).sum(1)
+    leak, _ = projection_coefficient(lam * (projected * g_main).sum(1), main_sq)
+    cos, _ = projection_coefficient(
+        (g_main * ema).sum(1), main_sq.sqrt() * (ema * ema).sum(1).sqrt()
+    )
+    return {"leak": leak, "cos_main_ema": cos}
+
+
+def train_rows(
+    prob: LeastSquares,
+    rows: Sequence[Row],
+    *,
+    batch: int | None,
+    steps: int,
+    seed: int,
+    schedule: str = "cosine",
+    eval_points: int = EVAL_POINTS,
+) -> list[dict[str, Any]]:
+    """Run every row (SGD from 0) on the same batches; return one result dict per row.
+
+    Args:
+        prob: the problem.
+        rows: the runs (one row of the batched parameter matrix each).
+        batch: mini-batch size (``None``: full batch).
+        steps: optimizer steps.
+        seed: batch order (as in the ``quadratic`` experiment).
+        schedule: ``"cosine"`` (decay to 0, no warm-up) or ``"constant"``.
+        eval_points: evaluations along the way (plus step 0 and the last step).
+
+    Returns:
+        Per row: its settings, ``main``, ``aux``, ``eval_main``, ``dist_to_opt`` (all at the
+        end; NaN when the run diverged), ``leak`` and ``cos_main_ema`` (full-batch, at the end;
+        the mean of the leak over the second half of the run as ``leak_late``), ``main_min``
+        (lowest main loss seen at an eval point) and ``trajectory`` (a dict of lists).
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"Invalid schedule={schedule!r}: must be 'cosine' or 'constant'")
+    bad = [r.method for r in rows if r.method not in ("bloop", "mixed")]
+    if bad:
+        raise ValueError(f"Invalid methods {bad}: rows take 'bloop' or 'mixed'")
+    f64 = {"dtype": torch.float64}
+    n_rows, p = len(rows), prob.X.shape[1]
+    lam = torch.tensor([r.lam for r in rows], **f64)
+    lr0 = torch.tensor([r.lr for r in rows], **f64)
+    rho0 = torch.tensor([r.rho for r in rows], **f64)
+    tied = torch.tensor([r.tied for r in rows])
+    is_bloop = torch.tensor([r.method == "bloop" for r in rows])
+    theta = torch.zeros(n_rows, p, **f64)
+    ema: Tensor | None = None
+    alive = torch.ones(n_rows, dtype=torch.bool)
+    checkpoints = sorted({0, steps, *range(0, steps + 1, max(1, steps // eval_points))})
+    traj: dict[str, list[list[float]]] = {
+        k: [] for k in ("step", "main", "aux", "dist_to_opt", "leak", "cos_main_ema")
+    }
+
+    def record(step: int, e: Tensor) -> None:
+        diag = _diagnostics(prob, theta, e, lam, is_bloop)
+        values = {
+            "main": prob.main(theta),
+            "aux": prob.aux(theta),
+            "dist_to_opt": torch.linalg.vector_norm(theta - prob.theta_opt, dim=1),
+            **diag,
+        }
+        traj["step"].append([float(step)] * n_rows)
+        for k, v in values.items():
+            traj[k].append(torch.where(alive, v, torch.nan).tolist())
+
+    batches = _batches(prob, batch, seed)
+    for step in range(1, steps + 1):
+        if step == 1:
+            record(0, torch.zeros_like(theta))
+        X, y = next(batches)
+        g_main = (theta @ X.T - y) @ X / len(y)
+        g_aux = theta - prob.theta_star
+        if ema is None:
+            ema = g_main.clone()
+        coef, _ = projection_coefficient((g_aux * ema).sum(1), (ema * ema).sum(1))
+        coef = torch.where(is_bloop, coef, torch.zeros_like(coef))
+        direction = g_main + lam[:, None] * (g_aux - coef[:, None] * ema)
+        factor = _cosine(step - 1, steps) if schedule == "cosine" else 1.0
+        theta -= (lr0 * factor)[:, None] * direction
+        rho = torch.where(tied, rho0 * factor ** (2.0 / 3.0), rho0)
+        ema.lerp_(g_main, rho[:, None])
+        finite = torch.isfinite(theta).all(dim=1)
+        if not bool(finite.all()):  # a diverged row stops (kept at 0 so the others run on)
+            alive &= finite
+            theta[~finite] = 0.0
+            ema[~finite] = 0.0
+        if step in checkpoints:
+            record(step, ema)
+    eval_main = torch.where(alive, prob.main(theta, prob.X_eval, prob.y_eval), torch.nan)
+    results: list[dict[str, Any]] = []
+    half = len(traj["step"]) // 2
+    for i, row in enumerate(rows):
+        series = {k: [v[i] for v in vals] for k, vals in traj.items()}
+        late = [x for x in series["leak"][half:] if math.isfinite(x)]
+        mains = [x for x in series["main"] if math.isfinite(x)]
+        results.append(
+            {
+                **asdict(row),
+                "batch": batch if batch is not None else len(prob.y),
+                "full_batch": batch is None or batch >= len(prob.y),
+                "steps": steps,
+                "schedule": schedule,
+                "main": series["main"][-1],
+                "aux": series["aux"][-1],
+                "eval_main": float(eval_main[i]),
+                "dist_to_opt": series["dist_to_opt"][-1],
+                "leak": series["leak"][-1],
+                "leak_late": float(np.mean(late)) if late else math.nan,
+                "cos_main_ema": series["cos_main_ema"][-1],
+                "main_min": min(mains) if mains else math.nan,
+                "trajectory": series,
+            }
+        )
+    return results
+
+
+def _variants(lams: Sequence[float], lr: float) -> list[Row]:
+    rows = [Row("mixed", lam, lr) for lam in lams]
+    rows += [Row("bloop", lam, lr, rho) for rho in RHOS for lam in lams]
+    rows += [Row("bloop", lam, lr, rho, tied=True) for rho in TIED_RHOS for lam in lams]
+    return rows
+
+
+def _problem_facts(prob: LeastSquares) -> dict[str, Any]:
+    opt = prob.theta_opt[None]
+    return {
+        "n": len(prob.y),
+        "p": prob.X.shape[1],
+        "L": prob.L,
+        "condition_XXt": float(torch.linalg.cond(prob.X @ prob.X.T)),
+        "main_at_opt": float(prob.main(opt)[0]),
+        "aux_at_opt": float(prob.aux(opt)[0]),
+        "dist_origin_to_opt": float(torch.linalg.vector_norm(prob.theta_opt)),
+    }
+
+
+def _run(spec: RunSpec) -> Record:
+    set_seed(spec.seed)
+    budget = spec.budget
+    problems = [quadratic_problem(spec.seed), digits_problem(spec.seed)]
+    rows: list[dict[str, Any]] = []
+    for prob in problems:
+        for batch in BATCHES[budget]:
+            variants = [r for s in LR_SCALES[budget] for r in _variants(LAMS[budget], s / prob.L)]
+            for res in train_rows(prob, variants, batch=batch, steps=STEPS[budget], seed=spec.seed):
+                res["lr_scale"] = res["lr"] * prob.L
+                res.update(problem=prob.name, cell="regime")
+                if not res["full_batch"]:
+                    res.pop("trajectory")
+                rows.append(res)
+    quad = problems[0]
+    paper_rows = [
+        Row(m, lam, PAPER_LR, PAPER_RHO) for m in ("bloop", "mixed") for lam in QUADRATIC_LAMS
+    ]
+    for res in train_rows(
+        quad,
+        paper_rows,
+        batch=PAPER_BATCH,
+        steps=PAPER_STEPS[budget],
+        seed=spec.seed,
+        schedule="constant",
+    ):
+        res.pop("trajectory")
+        res.update(problem=quad.name, cell="paper", lr_scale=res["lr"] * quad.L)
+        rows.append(res)
+    return {
+        "config": {
+            "problems": {p.name: _problem_facts(p) for p in problems},
+            "batches": [b if b is not None else "full" for b in BATCHES[budget]],
+            "lr_scales": list(LR_SCALES[budget]),
+            "lams": list(LAMS[budget]),
+            "rhos": list(RHOS),
+            "tied_rhos": list(TIED_RHOS),
+            "steps": STEPS[budget],
+            "schedule": "cosine to 0, no warm-up; tied rho_t = rho_0 (lr_t / lr_0)^(2/3)",
+            "paper_cell": {
+                "lr": PAPER_LR,
+                "batch": PAPER_BATCH,
+                "rho": PAPER_RHO,
+                "steps": PAPER_STEPS[budget],
+                "schedule": "constant",
+                "lams": list(QUADRATIC_LAMS),
+            },
+        },
+        "extra": {"rows": rows},
+    }
+
+
+def run(spec: RunSpec) -> Record:
+    """One seed of the whole study (single torch thread: the problems are small)."""
+    with torch_threads(1):
+        return _run(spec)
+
+
+def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
+    """The study's figure (see :mod:`torchbloop.experiments.analysis.regime_plot`)."""
+    from ..analysis.regime_plot import regime_figure
+
+    return [regime_figure(records, out_dir / "regime.png")]
+
+
+register(
+    Experiment(
+        name="regime",
+        title="Regime study: gradient noise, learning rate and rho on least squares with a known bilevel optimum",
+        paper_ref="Sec. 3; authors' notebook",
+        kind="analysis",
+        run=run,
+        plot=plot,
+        methods=("bloop",),
+        lams={"smoke": (1.0,), "default": (1.0,), "paper": (1.0,)},
+        seeds=(0, 1, 2),
+        datasets=("mnist5k",),
+        description=(
+            "One run per seed covers the whole grid (Bloop and Mixed as rows of one batched "
+            "float64 SGD computation; the run's method/lam/rho are placeholders). Problems: the "
+            "authors' quadratic and least squares on 200 real MNIST digits (p = 784) with an "
+            "L2-to-a-prior aux; batch in {8, 32, full}, lr in {0.05, 0.5} / L, lam in "
+            "{0.01, 0.1, 1, 10}, Bloop rho in {0.001, 0.01, 0.1, 1} constant or {0.01, 0.1} tied "
+            "to the learning rate, cosine schedule. Also the paper's quadratic setting (SGD 1e-3, "
+            "batch 64, lam in logspace(-3, 3, 10) plus 0) for Bloop and Mixed."
+        ),
+    )
+)
