@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from torchbloop.experiments.cli import main
-from torchbloop.experiments.registry import BUDGETS, METHODS, names
-from torchbloop.experiments.results import LOSS_KEYS, read_records, validate_record
+from torchbloop.experiments.sweep.registry import BUDGETS, METHODS, names
+from torchbloop.experiments.sweep.results import LOSS_KEYS, read_records, validate_record
 
 OWN = ("projection_bias", "conditioning", "quadratic")
 
@@ -75,7 +75,7 @@ def _check_records(out: Path, name: str, n: int, sweep: bool) -> list[dict]:
 
 
 def _lam(r: dict) -> str:
-    from torchbloop.experiments.registry import format_float
+    from torchbloop.experiments.sweep.registry import format_float
 
     return format_float(r["spec"]["lam"])
 
@@ -167,7 +167,7 @@ def test_demo_skips_missing_experiments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from torchbloop.experiments import cli
-    from torchbloop.experiments.registry import get
+    from torchbloop.experiments.sweep.registry import get
 
     monkeypatch.setattr(cli, "DEMO_EXPERIMENTS", ("projection_bias", "_not_registered"))
     assert get("projection_bias").demo_budget in BUDGETS

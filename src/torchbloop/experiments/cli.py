@@ -22,11 +22,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .plots import group_records
-from .registry import BUDGETS, METHODS, get, names
-from .report import pareto_summary, write_report
-from .results import read_records
-from .runner import run_sweep
+from .analysis.plots import group_records
+from .analysis.report import pareto_summary, write_report
+from .sweep.registry import BUDGETS, METHODS, get, names
+from .sweep.results import read_records
+from .sweep.runner import run_sweep
 
 DEMO_EXPERIMENTS: tuple[str, ...] = ("quadratic", "smooth_mlp")
 

@@ -20,11 +20,7 @@ import torch
 import torchbloop.experiments.data as datasets
 from torchbloop.experiments import cli
 from torchbloop.experiments.data import Verse
-from torchbloop.experiments.models import CausalLM, Seq2Seq, count_parameters
-from torchbloop.experiments.registry import RunSpec, get
-from torchbloop.experiments.results import LOSS_KEYS, complete_record, read_records, validate_record
-from torchbloop.experiments.tasks import ema_ablation, joint_lm, translation
-from torchbloop.experiments.text_data import (
+from torchbloop.experiments.data.text_batches import (
     BOS,
     EOS,
     PAD,
@@ -37,6 +33,15 @@ from torchbloop.experiments.text_data import (
     pair_batches,
     windows_at,
 )
+from torchbloop.experiments.models import CausalLM, Seq2Seq, count_parameters
+from torchbloop.experiments.sweep.registry import RunSpec, get
+from torchbloop.experiments.sweep.results import (
+    LOSS_KEYS,
+    complete_record,
+    read_records,
+    validate_record,
+)
+from torchbloop.experiments.tasks import ema_ablation, joint_lm, translation
 
 PROSE = "the lady was very civil and her sister said that it was a fine day for a walk".split()
 VERSE = "THOU ART MY LORD O KING WHAT SAY'ST THOU TO THIS NIGHT OF WOE".split()

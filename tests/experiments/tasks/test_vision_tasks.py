@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import torch
 
-from torchbloop.experiments import vision_data
+from torchbloop.experiments.data import vision_batches as vision_data
 from torchbloop.experiments.models.vision import (
     MLP,
     ConvNet,
     classification_metrics,
     forward_in_chunks,
 )
-from torchbloop.experiments.registry import RunSpec, get
-from torchbloop.experiments.results import LOSS_KEYS, complete_record, validate_record
+from torchbloop.experiments.sweep.registry import RunSpec, get
+from torchbloop.experiments.sweep.results import LOSS_KEYS, complete_record, validate_record
 from torchbloop.experiments.tasks import multitask, negative_case, small_weights, smooth_mlp
 from torchbloop.experiments.tasks.smooth_mlp import SpectralNormEstimator, exact_log_norm_product
 

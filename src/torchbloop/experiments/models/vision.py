@@ -4,7 +4,7 @@
 * :class:`ConvNet`: a two-block convolutional trunk and one linear head per task.
 
 Both take inputs ``[N, 1, 28, 28]`` already normalised (see
-:func:`torchbloop.experiments.vision_data.normalize`).
+:func:`torchbloop.experiments.data.vision_batches.normalize`).
 
 Example:
     >>> net = ConvNet(heads=(10, 3))
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..vision_data import ImageSet, normalize
+from ..data.vision_batches import ImageSet, normalize
 
 __all__ = ["MLP", "ConvNet", "classification_metrics", "forward_in_chunks"]
 

@@ -12,8 +12,8 @@ from . import (
     negative_case,
     projection_bias,
     quadratic,
-    small_weights,
     regime,
+    small_weights,
     smooth_mlp,
     translation,
 )
@@ -26,8 +26,8 @@ __all__ = [
     "negative_case",
     "projection_bias",
     "quadratic",
-    "small_weights",
     "regime",
+    "small_weights",
     "smooth_mlp",
     "translation",
 ]

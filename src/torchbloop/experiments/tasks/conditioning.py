@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..methods import make_surgeon
-from ..plots import METHOD_COLORS, curve_plot, group_records
-from ..registry import Experiment, Record, RunSpec, register
-from ..training import torch_threads
+from ..analysis.plots import METHOD_COLORS, curve_plot, group_records
+from ..sweep.methods import make_surgeon
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import torch_threads
 
 LR = 0.5
 START = (1.5, 1.5)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ..plots import curve_plot, group_records
-from ..registry import Experiment, Record, RunSpec, register
+from ..analysis.plots import curve_plot, group_records
+from ..sweep.registry import Experiment, Record, RunSpec, register
 from .joint_lm import LM_CONFIGS, lm_run
 
 LAM = 0.2

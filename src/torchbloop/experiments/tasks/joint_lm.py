@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from .. import data as datasets
+from ..analysis.plots import METHOD_COLORS, curve_plot, group_records
+from ..data.text_batches import WindowSampler, encode, eval_windows, holdout_split
 from ..models import CausalLM, count_parameters
-from ..plots import METHOD_COLORS, curve_plot, group_records
-from ..registry import Experiment, Record, RunSpec, register
-from ..text_data import WindowSampler, encode, eval_windows, holdout_split
-from ..training import cosine_with_warmup, set_seed, train
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import cosine_with_warmup, set_seed, train
 
 AUX_PLAYS = ("hamlet", "macbeth")
 MAIN_EVAL_FRACTION = 0.05

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.vision_batches import Batches, MultiTaskSet, fixed_rows, multitask_split, normalize
 from ..models.vision import ConvNet, classification_metrics, forward_in_chunks
-from ..registry import Experiment, Record, RunSpec, register
-from ..training import cosine_with_warmup, set_seed, train
-from ..vision_data import Batches, MultiTaskSet, fixed_rows, multitask_split, normalize
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import cosine_with_warmup, set_seed, train
 
 __all__ = ["run", "run_two_heads"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..registry import Experiment, Record, RunSpec, register
-from ..vision_data import FASHION_COARSE, MultiTaskSet, fashion_split, fixed_rows
+from ..data.vision_batches import FASHION_COARSE, MultiTaskSet, fashion_split, fixed_rows
+from ..sweep.registry import Experiment, Record, RunSpec, register
 from .multitask import run_two_heads
 
 __all__ = ["coarse_set", "run"]

@@ -21,8 +21,8 @@ import math
 import numpy as np
 import torch
 
-from ..registry import Experiment, Record, RunSpec, register
-from ..training import torch_threads
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import torch_threads
 
 P = 100
 COSINE = -0.5

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..plots import metric_vs_lam_plot
-from ..registry import Experiment, Record, RunSpec, register
-from ..training import set_seed, torch_threads, train
+from ..analysis.plots import metric_vs_lam_plot
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import set_seed, torch_threads, train
 
 N_SAMPLES, N_PARAMS, N_EVAL = 256, 300, 1024
 NOISE = 0.1

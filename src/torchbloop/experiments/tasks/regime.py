@@ -50,9 +50,9 @@ from torch import Tensor
 
 from torchbloop.functional import projection_coefficient
 
-from ..registry import Experiment, Record, RunSpec, register
-from ..training import set_seed, torch_threads
-from ..vision_data import mnist5k_split
+from ..data.vision_batches import mnist5k_split
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import set_seed, torch_threads
 from .quadratic import LAMS_PAPER as QUADRATIC_LAMS
 from .quadratic import Problem as QuadraticProblem
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.vision_batches import Batches, fashion_split, fixed_rows, normalize
 from ..models.vision import ConvNet, classifier_metrics
-from ..registry import Experiment, Record, RunSpec, register
-from ..training import cosine_with_warmup, set_seed, train
-from ..vision_data import Batches, fashion_split, fixed_rows, normalize
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import cosine_with_warmup, set_seed, train
 
 __all__ = ["half_squared_norm", "run"]
 

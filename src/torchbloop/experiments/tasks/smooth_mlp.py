@@ -31,10 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.vision_batches import (
+    Batches,
+    ImageSet,
+    fashion_split,
+    fixed_rows,
+    mnist5k_split,
+    normalize,
+)
 from ..models.vision import MLP, classifier_metrics
-from ..registry import DEMO_BUDGET, Experiment, Record, RunSpec, register
-from ..training import cosine_with_warmup, set_seed, train
-from ..vision_data import Batches, ImageSet, fashion_split, fixed_rows, mnist5k_split, normalize
+from ..sweep.registry import DEMO_BUDGET, Experiment, Record, RunSpec, register
+from ..sweep.training import cosine_with_warmup, set_seed, train
 
 __all__ = [
     "FASHION",

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from .. import data as datasets
+from ..data.text_batches import PAD, PAIR_VOCAB_SIZE, PairSampler, encode_pairs, pair_batches
 from ..models import Seq2Seq, count_parameters
-from ..registry import Experiment, Record, RunSpec, register
-from ..text_data import PAD, PAIR_VOCAB_SIZE, PairSampler, encode_pairs, pair_batches
-from ..training import cosine_with_warmup, set_seed, train
+from ..sweep.registry import Experiment, Record, RunSpec, register
+from ..sweep.training import cosine_with_warmup, set_seed, train
 
 MAIN_BOOKS = (
     "Gen",

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..sweep.registry import Experiment, Record, format_float, get
+from ..sweep.results import LOSS_KEYS, experiment_dir, experiments_in, read_records
 from . import pareto, plots
-from .registry import Experiment, Record, format_float, get
-from .results import LOSS_KEYS, experiment_dir, experiments_in, read_records
 
 
 def _fmt(x: Any) -> str:

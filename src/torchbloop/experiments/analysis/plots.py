@@ -21,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..sweep.registry import Record, format_float
 from .pareto import front
-from .registry import Record, format_float
 
 METHOD_COLORS = {
     "bloop": "tab:red",

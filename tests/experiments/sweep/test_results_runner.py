@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from torchbloop.experiments import registry
-from torchbloop.experiments.registry import Experiment, RunSpec, format_float, register
-from torchbloop.experiments.results import (
+from torchbloop.experiments.sweep import registry
+from torchbloop.experiments.sweep.registry import Experiment, RunSpec, format_float, register
+from torchbloop.experiments.sweep.results import (
     complete_record,
     is_done,
     read_records,
@@ -21,8 +21,8 @@ from torchbloop.experiments.results import (
     validate_record,
     write_record,
 )
-from torchbloop.experiments.runner import expand, run_sweep
-from torchbloop.experiments.training import cosine_with_warmup, eval_steps, train
+from torchbloop.experiments.sweep.runner import expand, run_sweep
+from torchbloop.experiments.sweep.training import cosine_with_warmup, eval_steps, train
 
 CALLS: list[RunSpec] = []
 
@@ -205,7 +205,7 @@ def _points_run(spec: RunSpec) -> dict[str, Any]:
 
 
 def test_report_pareto_summary_and_files(tmp_path: Path) -> None:
-    from torchbloop.experiments.report import pareto_summary, write_report
+    from torchbloop.experiments.analysis.report import pareto_summary, write_report
 
     register(
         Experiment(

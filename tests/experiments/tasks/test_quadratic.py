@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from torchbloop.experiments.registry import RunSpec
+from torchbloop.experiments.sweep.registry import RunSpec
+from torchbloop.experiments.sweep.training import torch_threads
 from torchbloop.experiments.tasks import quadratic
-from torchbloop.experiments.training import torch_threads
 
 
 @pytest.fixture(autouse=True)

@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ... import methods as method_table
+
 BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
 """``smoke``: seconds (CI); ``default``: the committed results; ``paper``: closer to the paper."""
 
 DEMO_BUDGET = "demo"
 """An extra budget an experiment may define for ``torchbloop demo`` only (not a CLI choice)."""
 
-METHODS: tuple[str, ...] = ("bloop", "mixed", "pcgrad", "dynamic_barrier")
-"""Method names understood by :func:`torchbloop.experiments.methods.make_surgeon`."""
+METHODS: tuple[str, ...] = tuple(method_table.METHODS)
+"""Names of the methods in the table :data:`torchbloop.methods.METHODS` when it was imported
+(the default methods of an experiment); validation reads the table itself."""
 
 Record = dict[str, Any]
 PlotFn = Callable[[Sequence[Record], Path], list[Path]]
@@ -154,7 +157,7 @@ def register(experiment: Experiment) -> Experiment:
 
 
 def _load_tasks() -> None:
-    from . import tasks  # noqa: F401  (importing registers the built-in experiments)
+    from .. import tasks  # noqa: F401  (importing registers the built-in experiments)
 
 
 def get(name: str) -> Experiment:

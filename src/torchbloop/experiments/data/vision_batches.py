@@ -28,7 +28,8 @@ from typing import Literal, TypeVar
 import torch
 from torch import Tensor
 
-from .data import load_fashion_mnist, load_mnist5k
+from .fashion_mnist import load_fashion_mnist
+from .mnist5k import load_mnist5k
 
 __all__ = [
     "FASHION_COARSE",

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchbloop.experiments.pareto import (
+from torchbloop.experiments.analysis.pareto import (
     dominated_count,
     front,
     hypervolume_2d,
