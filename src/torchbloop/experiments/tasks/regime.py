@@ -60,6 +60,7 @@ __all__ = [
     "LeastSquares",
     "Row",
     "digits_problem",
+    "leak_diagnostics",
     "quadratic_problem",
     "run",
     "train_rows",
@@ -191,7 +192,7 @@ def _cosine(step: int, steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / steps)))
 
 
-def _diagnostics(
+def leak_diagnostics(
     prob: LeastSquares, theta: Tensor, ema: Tensor, lam: Tensor, is_bloop: Tensor
 ) -> dict[str, Tensor]:
     """Leak ``lam <pi(g_aux; e), g_main> / ||g_main||^2`` and ``cos(g_main, e)`` per row (full batch)."""
@@ -255,7 +256,7 @@ def train_rows(
     }
 
     def record(step: int, e: Tensor) -> None:
-        diag = _diagnostics(prob, theta, e, lam, is_bloop)
+        diag = leak_diagnostics(prob, theta, e, lam, is_bloop)
         values = {
             "main": prob.main(theta),
             "aux": prob.aux(theta),
