@@ -260,7 +260,8 @@ class Reference:
 
     def xy(self, space: Space) -> NDArray[np.float64]:
         """The reference point in ``space``."""
-        return space.transform(np.array([[self.main, self.aux]]))[0]
+        point: NDArray[np.float64] = space.transform(np.array([[self.main, self.aux]]))[0]
+        return point
 
 
 def plain_reference(points: Sequence[EndPoint], main_factor: float = MAIN_FACTOR) -> Reference:

@@ -62,7 +62,9 @@ __all__ = [
     "digits_problem",
     "leak_diagnostics",
     "quadratic_problem",
+    "regime_figure",
     "run",
+    "summary",
     "train_rows",
 ]
 
@@ -114,7 +116,8 @@ class LeastSquares:
 
 
 def _bilevel_optimum(X: Tensor, y: Tensor, theta_star: Tensor) -> Tensor:
-    return theta_star - torch.linalg.pinv(X) @ (X @ theta_star - y)
+    correction: Tensor = torch.linalg.pinv(X) @ (X @ theta_star - y)
+    return theta_star - correction
 
 
 def _curvature(X: Tensor) -> float:
@@ -240,14 +243,14 @@ def train_rows(
     bad = [r.method for r in rows if r.method not in ("bloop", "mixed")]
     if bad:
         raise ValueError(f"Invalid methods {bad}: rows take 'bloop' or 'mixed'")
-    f64 = {"dtype": torch.float64}
+    f64 = torch.float64
     n_rows, p = len(rows), prob.X.shape[1]
-    lam = torch.tensor([r.lam for r in rows], **f64)
-    lr0 = torch.tensor([r.lr for r in rows], **f64)
-    rho0 = torch.tensor([r.rho for r in rows], **f64)
+    lam = torch.tensor([r.lam for r in rows], dtype=f64)
+    lr0 = torch.tensor([r.lr for r in rows], dtype=f64)
+    rho0 = torch.tensor([r.rho for r in rows], dtype=f64)
     tied = torch.tensor([r.tied for r in rows])
     is_bloop = torch.tensor([r.method == "bloop" for r in rows])
-    theta = torch.zeros(n_rows, p, **f64)
+    theta = torch.zeros(n_rows, p, dtype=f64)
     ema: Tensor | None = None
     alive = torch.ones(n_rows, dtype=torch.bool)
     checkpoints = sorted({0, steps, *range(0, steps + 1, max(1, steps // eval_points))})
@@ -396,10 +399,200 @@ def run(spec: RunSpec) -> Record:
         return _run(spec)
 
 
-def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
-    """The study's figure (see :mod:`torchbloop.experiments.analysis.regime_plot`)."""
-    from ..analysis.regime_plot import regime_figure
+VARIANTS: tuple[tuple[str, float, bool], ...] = (
+    *(("bloop", r, False) for r in RHOS),
+    *(("bloop", r, True) for r in TIED_RHOS),
+)
 
+
+def _variant_name(rho: float, tied: bool) -> str:
+    return f"rho {'~lr^2/3 from ' if tied else ''}{rho:g}"
+
+
+def _cells(records: Sequence[Record]) -> dict[tuple[str, int, float], list[dict[str, Any]]]:
+    """Regime rows grouped by (problem, batch, lr scale), each row tagged with its seed."""
+    cells: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
+    for rec in records:
+        for row in rec["extra"]["rows"]:
+            if row.get("cell") != "regime":
+                continue
+            key = (row["problem"], int(row["batch"]), round(float(row["lr_scale"]), 6))
+            cells.setdefault(key, []).append({**row, "seed": int(rec["spec"]["seed"])})
+    return cells
+
+
+def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """One entry per (problem, batch, lr scale, Bloop variant), over the seeds.
+
+    ``gap``: per seed, Bloop's front (over lam) minus Mixed's in log10 aux at matched main loss
+    (:func:`~torchbloop.experiments.analysis.fronts.aux_gap`; NaN when they do not overlap).
+    ``dist``: per seed, the closest end point to the bilevel optimum over lam, as a fraction
+    of ``||theta_opt||`` (``mixed_dist`` the same for Mixed). ``leak``: per seed, the mean over
+    lam of the late-run leak.
+    """
+    from ..analysis import fronts as F
+
+    space = F.Space(log_main=True, log_aux=True)
+    out = []
+    facts = {
+        name: f["dist_origin_to_opt"]
+        for rec in records[:1]
+        for name, f in rec["config"]["problems"].items()
+    }
+    for (problem, batch, lr_scale), rows in sorted(_cells(records).items()):
+        seeds = sorted({r["seed"] for r in rows})
+        scale = facts.get(problem, 1.0)
+
+        def pick(
+            seed: int,
+            method: str,
+            rho: float = 0.0,
+            tied: bool = False,
+            rows: list[dict[str, Any]] = rows,
+        ) -> list[dict[str, Any]]:
+            return [
+                r
+                for r in rows
+                if r["seed"] == seed
+                and r["method"] == method
+                and (method == "mixed" or (r["rho"] == rho and r["tied"] == tied))
+            ]
+
+        def ends(sel: list[dict[str, Any]]) -> Any:
+            return space.xy([F.EndPoint("x", r["lam"], 0, r["main"], r["aux"]) for r in sel])
+
+        def closest(sel: list[dict[str, Any]], scale: float = scale) -> float:
+            d = [r["dist_to_opt"] for r in sel if math.isfinite(r["dist_to_opt"])]
+            return min(d) / scale if d else math.nan
+
+        for _, rho, tied in VARIANTS:
+            gaps, dists, mixed_dists, leaks = [], [], [], []
+            for seed in seeds:
+                b_rows, m_rows = pick(seed, "bloop", rho, tied), pick(seed, "mixed")
+                gaps.append(F.aux_gap(ends(b_rows), ends(m_rows)))
+                dists.append(closest(b_rows))
+                mixed_dists.append(closest(m_rows))
+                late = [r["leak_late"] for r in b_rows if math.isfinite(r["leak_late"])]
+                leaks.append(float(np.mean(late)) if late else math.nan)
+            out.append(
+                {
+                    "problem": problem,
+                    "batch": batch,
+                    "lr_scale": lr_scale,
+                    "rho": rho,
+                    "tied": tied,
+                    "variant": _variant_name(rho, tied),
+                    "gap": F.Spread(tuple(gaps)),
+                    "dist": F.Spread(tuple(dists)),
+                    "mixed_dist": F.Spread(tuple(mixed_dists)),
+                    "leak": F.Spread(tuple(leaks)),
+                }
+            )
+    return out
+
+
+def regime_figure(records: Sequence[Record], path: Path) -> Path:
+    """Gap and distance maps per problem, and the full-batch alignment limit on the digits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = summary(records)
+    problems = sorted({e["problem"] for e in entries}, key=lambda p: p != "quadratic")
+    fig, axes = plt.subplots(len(problems), 3, figsize=(17, 4.6 * len(problems)), squeeze=False)
+    variants = [_variant_name(r, t) for _, r, t in VARIANTS]
+    for i, problem in enumerate(problems):
+        mine = [e for e in entries if e["problem"] == problem]
+        keys = sorted({(e["batch"], e["lr_scale"]) for e in mine})
+        labels = [f"batch {b}, lr {s:g}/L" for b, s in keys]
+        gap = np.full((len(keys), len(variants)), np.nan)
+        dist = np.full((len(keys), len(variants) + 1), np.nan)
+        for e in mine:
+            r, c = keys.index((e["batch"], e["lr_scale"])), variants.index(e["variant"])
+            gap[r, c] = e["gap"].mean
+            dist[r, c] = e["dist"].mean
+            dist[r, -1] = e["mixed_dist"].mean
+        for ax, data, cols, title, cmap, lim in (
+            (
+                axes[i][0],
+                gap,
+                variants,
+                "Bloop - Mixed: log10 aux at matched main (< 0: Bloop's front lower)",
+                "RdBu_r",
+                0.3,
+            ),
+            (
+                axes[i][1],
+                dist,
+                [*variants, "Mixed"],
+                "closest end point to the bilevel optimum / ||theta_opt||",
+                "viridis",
+                None,
+            ),
+        ):
+            if lim is None:
+                im = ax.imshow(
+                    data,
+                    cmap=cmap,
+                    aspect="auto",
+                    vmin=0,
+                    vmax=max(1e-9, float(np.nanmax(data))) if np.isfinite(data).any() else 1,
+                )
+            else:
+                im = ax.imshow(data, cmap=cmap, aspect="auto", vmin=-lim, vmax=lim)
+            for (r, c), v in np.ndenumerate(data):
+                ax.text(
+                    c,
+                    r,
+                    "no overlap" if not np.isfinite(v) else f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                )
+            ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            ax.set_title(f"{problem}: {title}", fontsize=8)
+            fig.colorbar(im, ax=ax, fraction=0.04)
+        ax = axes[i][2]
+        full = [
+            row
+            for rec in records[:1]
+            for row in rec["extra"]["rows"]
+            if row.get("cell") == "regime"
+            and row["problem"] == problem
+            and row.get("full_batch")
+            and row["method"] == "bloop"
+            and row["rho"] == 0.01
+            and not row["tied"]
+            and round(row["lr_scale"], 6) == max(s for _, s in keys)
+        ]
+        for row in sorted(full, key=lambda r: r["lam"]):
+            t = row["trajectory"]
+            ax.plot(t["step"], t["main"], label=f"main, lam {row['lam']:g}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("main loss (full batch)")
+        bx = ax.twinx()
+        for row in sorted(full, key=lambda r: r["lam"]):
+            t = row["trajectory"]
+            bx.plot(t["step"], t["leak"], ls=":", label=f"leak, lam {row['lam']:g}")
+        bx.set_ylabel("leak lam <pi(g_aux; e), g_main> / ||g_main||^2 (dotted)")
+        bx.set_ylim(-1.5, 0.5)
+        ax.set_title(
+            f"{problem}: Bloop rho 0.01, full batch, lr {max(s for _, s in keys):g}/L, seed {records[0]['spec']['seed'] if records else 0}",
+            fontsize=8,
+        )
+        ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
+    """The study's figure (:func:`regime_figure`) as ``regime.png``."""
     return [regime_figure(records, out_dir / "regime.png")]
 
 
