@@ -70,6 +70,7 @@ __all__ = [
     "plain_reference",
     "plot_fronts",
     "verdict",
+    "write_front_report",
 ]
 
 GRID_POINTS = 101
@@ -539,7 +540,7 @@ def plot_fronts(
         if method.startswith("bloop") or method == "mixed":
             for lam, x, _, _, y, _, _ in rows:
                 ax.annotate(
-                    f"{lam:g}",
+                    f"{lam:.2g}",
                     (x, y),
                     fontsize=6,
                     color=colour,
@@ -605,4 +606,54 @@ def plot_fronts(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def write_front_report(
+    records: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    title: str,
+    pairs: Sequence[tuple[str, str]] = (("bloop", "mixed"),),
+) -> Path:
+    """``OUT/fronts.md`` with the pair metrics per split, and ``OUT/fronts_<split>.png``.
+
+    Returns:
+        The path of ``fronts.md``.
+    """
+    out = Path(out_dir)
+    methods = sorted({m for p in pairs for m in p})
+    lines = [
+        f"# {title}: front metrics with seeds",
+        "",
+        "Written by `torchbloop.experiments.analysis.fronts.write_front_report` from the records",
+        "in `runs/` (see the module's docstring for the definitions). Gap: A's aux minus B's at",
+        "matched main loss (< 0: A's front lower), per seed, then mean ± se [min, max] over seeds.",
+        "",
+    ]
+    for split in ("train", "eval"):
+        points = [p for p in end_points(records, split) if p.method.split("@")[0] in methods]
+        if not any(math.isfinite(p.main) for p in points):
+            continue
+        results = [compare(points, a, b) for a, b in pairs]
+        ref = results[0].reference
+        lines += [
+            f"## {split}",
+            "",
+            f"Space: {results[0].space.describe()}. Hypervolume reference: {ref.rule}.",
+            "",
+            *pair_table(results),
+            "",
+            f"![fronts {split}](fronts_{split}.png)",
+            "",
+        ]
+        plot_fronts(
+            points,
+            out / f"fronts_{split}.png",
+            title=f"{title} ({split}); bars: min-max over seeds",
+            pair=pairs[0],
+            reference=ref,
+        )
+    path = out / "fronts.md"
+    path.write_text("\n".join(lines))
     return path
