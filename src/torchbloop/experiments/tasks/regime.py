@@ -39,7 +39,7 @@ full-batch runs also keep their trajectories. It also holds the paper's quadrati
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -421,6 +421,16 @@ def _cells(records: Sequence[Record]) -> dict[tuple[str, int, float], list[dict[
     return cells
 
 
+DIVERGED = 10.0
+"""A row whose end point is farther than this multiple of ``||theta_opt||`` from the optimum
+(or not finite) counts as diverged: it is left out of the gap and the distance."""
+
+
+def _diverged(row: Mapping[str, Any], scale: float) -> bool:
+    d = row["dist_to_opt"]
+    return not (math.isfinite(d) and math.isfinite(row["main"]) and d <= DIVERGED * scale)
+
+
 def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One entry per (problem, batch, lr scale, Bloop variant), over the seeds.
 
@@ -428,7 +438,8 @@ def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
     (:func:`~torchbloop.experiments.analysis.fronts.aux_gap`; NaN when they do not overlap).
     ``dist``: per seed, the closest end point to the bilevel optimum over lam, as a fraction
     of ``||theta_opt||`` (``mixed_dist`` the same for Mixed). ``leak``: per seed, the mean over
-    lam of the late-run leak.
+    lam of the late-run leak. ``diverged``: per seed, how many of the variant's lam values
+    diverged (see :data:`DIVERGED`).
     """
     from ..analysis import fronts as F
 
@@ -458,15 +469,16 @@ def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
                 and (method == "mixed" or (r["rho"] == rho and r["tied"] == tied))
             ]
 
-        def ends(sel: list[dict[str, Any]]) -> Any:
-            return space.xy([F.EndPoint("x", r["lam"], 0, r["main"], r["aux"]) for r in sel])
+        def ends(sel: list[dict[str, Any]], scale: float = scale) -> Any:
+            kept = [r for r in sel if not _diverged(r, scale)]
+            return space.xy([F.EndPoint("x", r["lam"], 0, r["main"], r["aux"]) for r in kept])
 
         def closest(sel: list[dict[str, Any]], scale: float = scale) -> float:
-            d = [r["dist_to_opt"] for r in sel if math.isfinite(r["dist_to_opt"])]
+            d = [r["dist_to_opt"] for r in sel if not _diverged(r, scale)]
             return min(d) / scale if d else math.nan
 
         for _, rho, tied in VARIANTS:
-            gaps, dists, mixed_dists, leaks = [], [], [], []
+            gaps, dists, mixed_dists, leaks, diverged = [], [], [], [], []
             for seed in seeds:
                 b_rows, m_rows = pick(seed, "bloop", rho, tied), pick(seed, "mixed")
                 gaps.append(F.aux_gap(ends(b_rows), ends(m_rows)))
@@ -474,6 +486,7 @@ def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
                 mixed_dists.append(closest(m_rows))
                 late = [r["leak_late"] for r in b_rows if math.isfinite(r["leak_late"])]
                 leaks.append(float(np.mean(late)) if late else math.nan)
+                diverged.append(float(sum(_diverged(r, scale) for r in b_rows)))
             out.append(
                 {
                     "problem": problem,
@@ -486,6 +499,7 @@ def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
                     "dist": F.Spread(tuple(dists)),
                     "mixed_dist": F.Spread(tuple(mixed_dists)),
                     "leak": F.Spread(tuple(leaks)),
+                    "diverged": F.Spread(tuple(diverged)),
                 }
             )
     return out
@@ -520,24 +534,25 @@ def regime_figure(records: Sequence[Record], path: Path) -> Path:
                 variants,
                 "Bloop - Mixed: log10 aux at matched main (< 0: Bloop's front lower)",
                 "RdBu_r",
-                0.3,
+                0.05,
             ),
             (
                 axes[i][1],
                 dist,
                 [*variants, "Mixed"],
-                "closest end point to the bilevel optimum / ||theta_opt||",
+                "closest end point to the bilevel optimum / ||theta_opt|| (over lam)",
                 "viridis",
                 None,
             ),
         ):
             if lim is None:
+                from matplotlib.colors import LogNorm
+
                 im = ax.imshow(
-                    data,
+                    np.clip(data, 1e-3, 1.0),
                     cmap=cmap,
                     aspect="auto",
-                    vmin=0,
-                    vmax=max(1e-9, float(np.nanmax(data))) if np.isfinite(data).any() else 1,
+                    norm=LogNorm(vmin=1e-3, vmax=1.0),
                 )
             else:
                 im = ax.imshow(data, cmap=cmap, aspect="auto", vmin=-lim, vmax=lim)
@@ -545,7 +560,7 @@ def regime_figure(records: Sequence[Record], path: Path) -> Path:
                 ax.text(
                     c,
                     r,
-                    "no overlap" if not np.isfinite(v) else f"{v:.2f}",
+                    ("no overlap" if lim else "diverged") if not np.isfinite(v) else f"{v:.2g}",
                     ha="center",
                     va="center",
                     fontsize=6.5,
@@ -578,7 +593,7 @@ def regime_figure(records: Sequence[Record], path: Path) -> Path:
             t = row["trajectory"]
             bx.plot(t["step"], t["leak"], ls=":", label=f"leak, lam {row['lam']:g}")
         bx.set_ylabel("leak lam <pi(g_aux; e), g_main> / ||g_main||^2 (dotted)")
-        bx.set_ylim(-1.5, 0.5)
+        bx.set_yscale("symlog", linthresh=0.01)
         ax.set_title(
             f"{problem}: Bloop rho 0.01, full batch, lr {max(s for _, s in keys):g}/L, seed {records[0]['spec']['seed'] if records else 0}",
             fontsize=8,
