@@ -85,13 +85,22 @@ def test_plain_reference_needs_lam_zero() -> None:
 
 
 def test_degenerate_lams_only_when_every_method_is() -> None:
-    points = pts("mixed", 0, [(0.0, 1.0, 4.0), (1.0, 2.3, 0.01), (10.0, 2.3, 0.001)]) + pts(
-        "bloop", 0, [(0.0, 1.0, 4.0), (1.0, 1.2, 1.0), (10.0, 2.5, 0.1)]
-    )
-    ref = F.plain_reference(points)
-    assert F.degenerate_lams(points, ref) == [10.0]
-    r = F.compare(points, "bloop", "mixed", space=LINEAR, reference=ref)
+    def p(method: str, lam: float, main: float, aux: float) -> F.EndPoint:
+        return F.EndPoint(method, lam, 0, main, aux, start_main=2.3)
+
+    points = [
+        p("mixed", 0.0, 1.0, 4.0),
+        p("mixed", 1.0, 2.3, 0.01),
+        p("mixed", 10.0, 2.31, 0.001),
+        p("bloop", 0.0, 1.0, 4.0),
+        p("bloop", 1.0, 1.2, 1.0),
+        p("bloop", 10.0, 2.5, 0.1),
+    ]  # lam = 1: only Mixed made no progress; lam = 10: neither did
+    assert F.degenerate_lams(points) == [10.0]
+    r = F.compare(points, "bloop", "mixed", space=LINEAR, reference=F.plain_reference(points))
     assert r.excluded_lams == (10.0,)
+    unknown = [F.EndPoint(q.method, q.lam, 0, q.main, q.aux) for q in points]
+    assert F.degenerate_lams(unknown) == []  # no start known: nothing is degenerate
 
 
 def test_compare_over_seeds_gives_the_per_seed_gaps() -> None:

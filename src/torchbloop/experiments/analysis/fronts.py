@@ -19,9 +19,10 @@ the seeds as a mean with its standard error and min-max (:class:`Spread`):
    training, aux loss of plain training)``, plain training being the mean over seeds of the
    ``lam = 0`` runs of Mixed (which is plain training; of any method if Mixed has none). End
    points outside that box (main loss more than doubled, or aux no better than plain
-   training) add nothing. Lam values whose end points are degenerate for EVERY method (seed-mean
-   main loss beyond the reference, e.g. a network collapsed by a too strong penalty) are left
-   out of all three metrics and listed (:func:`degenerate_lams`).
+   training) add nothing. Lam values whose end points are degenerate for EVERY method (the
+   seed-mean main loss no better than at initialisation, i.e. no progress on the main task, as
+   a network collapsed to chance by a too strong penalty) are left out of all three metrics and
+   listed (:func:`degenerate_lams`).
 
 A secondary number, declared before the sweeps were read: the gap at ONE main loss,
 :data:`NEAR_PLAIN` x plain training's (a 5% higher main loss than plain training), the regime
@@ -83,13 +84,15 @@ MAIN_FACTOR = 2.0
 
 @dataclass(frozen=True)
 class EndPoint:
-    """The end of one run: method (label), lam, seed and the two losses of one split."""
+    """The end of one run: method (label), lam, seed, the two losses of one split, and the main
+    loss at initialisation (step 0; NaN when unknown)."""
 
     method: str
     lam: float
     seed: int
     main: float
     aux: float
+    start_main: float = math.nan
 
 
 def end_points(
@@ -108,6 +111,7 @@ def end_points(
     for r in recs:
         s = r["spec"]
         label = s["method"] if len(rhos[s["method"]]) == 1 else f"{s['method']}@rho={s['rho']:g}"
+        start = r.get("trajectory", {}).get(f"{split}_main") or [math.nan]
         out.append(
             EndPoint(
                 label,
@@ -115,6 +119,7 @@ def end_points(
                 int(s["seed"]),
                 float(r["final"].get(f"{split}_main", math.nan)),
                 float(r["final"].get(f"{split}_aux", math.nan)),
+                float(start[0]),
             )
         )
     return out
@@ -308,17 +313,23 @@ def plain_reference(points: Sequence[EndPoint], main_factor: float = MAIN_FACTOR
     )
 
 
-def degenerate_lams(points: Sequence[EndPoint], reference: Reference) -> list[float]:
-    """Lam values where EVERY method's seed-mean main loss is beyond ``reference.main`` (or NaN)."""
-    by: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def degenerate_lams(points: Sequence[EndPoint]) -> list[float]:
+    """Lam values where EVERY method made no progress on the main loss (or diverged).
+
+    A method is degenerate at a lam when its seed-mean end main loss is at least its seed-mean
+    main loss at initialisation (``start_main``), or not finite. Unknown starts never count.
+    """
+    by: dict[float, dict[str, list[EndPoint]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
-        by[p.lam][p.method].append(p.main)
+        by[p.lam][p.method].append(p)
     out = []
     for lam, methods in sorted(by.items()):
-        means = [
-            np.mean(v) if all(math.isfinite(x) for x in v) else math.nan for v in methods.values()
-        ]
-        if all(not math.isfinite(m) or m >= reference.main for m in means):
+        flags = []
+        for group in methods.values():
+            end = float(np.mean([p.main for p in group]))
+            start = float(np.mean([p.start_main for p in group]))
+            flags.append(not math.isfinite(end) or (math.isfinite(start) and end >= start))
+        if all(flags):
             out.append(lam)
     return out
 
@@ -354,7 +365,12 @@ def _mean_points(points: Sequence[EndPoint]) -> list[EndPoint]:
         by[(p.method, p.lam)].append(p)
     return [
         EndPoint(
-            m, lam, -1, float(np.mean([q.main for q in g])), float(np.mean([q.aux for q in g]))
+            m,
+            lam,
+            -1,
+            float(np.mean([q.main for q in g])),
+            float(np.mean([q.aux for q in g])),
+            float(np.mean([q.start_main for q in g])),
         )
         for (m, lam), g in by.items()
     ]
@@ -386,7 +402,7 @@ def compare(
             )
     space = space or Space.choose(points)
     reference = reference or plain_reference(points)
-    excluded = degenerate_lams(points, reference)
+    excluded = degenerate_lams(points)
     kept = [p for p in points if p.lam not in excluded]
     seeds = sorted(
         {p.seed for p in kept if p.method == a} & {p.seed for p in kept if p.method == b}
@@ -570,7 +586,7 @@ def plot_fronts(
         bx = axes[0][1]
         kept = points
         if reference is not None:
-            excluded = degenerate_lams(points, reference)
+            excluded = degenerate_lams(points)
             kept = [p for p in points if p.lam not in excluded]
         seeds = sorted(
             {p.seed for p in kept if p.method == a} & {p.seed for p in kept if p.method == b}
