@@ -20,7 +20,7 @@ the seeds as a mean with its standard error and min-max (:class:`Spread`):
    ``lam = 0`` runs of Mixed (which is plain training; of any method if Mixed has none). End
    points outside that box (main loss more than doubled, or aux no better than plain
    training) add nothing. Lam values whose end points are degenerate for EVERY method (the
-   seed-mean main loss no better than at initialisation, i.e. no progress on the main task, as
+   seed-mean main loss less than 1% below its value at initialisation: no progress on the main task, as
    a network collapsed to chance by a too strong penalty) are left out of all three metrics and
    listed (:func:`degenerate_lams`).
 
@@ -78,6 +78,8 @@ GRID_POINTS = 101
 """Grid of the matched-main comparison over the common main-loss interval."""
 NEAR_PLAIN = 1.05
 """The secondary comparison point: 5% above plain training's main loss."""
+NO_PROGRESS = 0.01
+"""An end main loss less than 1% below the initial one counts as no progress (degenerate)."""
 MAIN_FACTOR = 2.0
 """The reference point's main loss is this multiple of plain training's."""
 
@@ -316,8 +318,9 @@ def plain_reference(points: Sequence[EndPoint], main_factor: float = MAIN_FACTOR
 def degenerate_lams(points: Sequence[EndPoint]) -> list[float]:
     """Lam values where EVERY method made no progress on the main loss (or diverged).
 
-    A method is degenerate at a lam when its seed-mean end main loss is at least its seed-mean
-    main loss at initialisation (``start_main``), or not finite. Unknown starts never count.
+    A method is degenerate at a lam when its seed-mean end main loss is within
+    :data:`NO_PROGRESS` of its seed-mean main loss at initialisation (``start_main``) or above
+    it, or not finite. Unknown starts never count.
     """
     by: dict[float, dict[str, list[EndPoint]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
@@ -328,7 +331,8 @@ def degenerate_lams(points: Sequence[EndPoint]) -> list[float]:
         for group in methods.values():
             end = float(np.mean([p.main for p in group]))
             start = float(np.mean([p.start_main for p in group]))
-            flags.append(not math.isfinite(end) or (math.isfinite(start) and end >= start))
+            stuck = math.isfinite(start) and end >= (1.0 - NO_PROGRESS) * start
+            flags.append(not math.isfinite(end) or stuck)
         if all(flags):
             out.append(lam)
     return out

@@ -68,9 +68,15 @@ def scoreboard_table(claims: Sequence[Claim]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for c in claims:
-        test = f"{c.test} ([report]({c.report}))" if c.report else c.test
-        lines.append(f"| {c.id} | {c.claim} | {test} | {c.number} | **{c.verdict}** | {c.budget} |")
+        test = _cell(c.test) + (f" ([report]({c.report}))" if c.report else "")
+        cells = [_cell(c.id), _cell(c.claim), test, _cell(c.number)]
+        lines.append("| " + " | ".join(cells) + f" | **{_cell(c.verdict)}** | {_cell(c.budget)} |")
     return lines
+
+
+def _cell(text: str) -> str:
+    r"""Table-safe text: a ``|`` inside a cell would end it, so it is written ``\|``."""
+    return text.replace("|", "\\|")
 
 
 def _tol(space: F.Space) -> float:
@@ -170,7 +176,7 @@ def quadratic_claims(records: Sequence[Mapping[str, Any]], report: str) -> list[
     return [gap, dist]
 
 
-def ema_regime_claim(records: Sequence[Mapping[str, Any]], report: str) -> list[Claim]:
+def ema_regime_claim(records: Sequence[dict[str, Any]], report: str) -> list[Claim]:
     """Claim 9 seen in the regime study: with noisy gradients, a middle rho is closest to the optimum.
 
     On the quadratic with batch 8 and 32 at lr 0.05 / L: the closest end point to the bilevel
@@ -282,7 +288,19 @@ def _read(results: Path, name: str) -> list[dict[str, Any]]:
     return list(read_records(base, exp))
 
 
-def _sweep_budget(records: Sequence[Mapping[str, Any]]) -> str:
+PAPER_FRACTION: dict[str, str] = {
+    "smooth_mlp_mnist": "20% of the paper's epochs, 1.3% of its steps (5000 digits, not 60k)",
+    "smooth_mlp": "6 of the paper's 100 epochs, Fashion-MNIST instead of MNIST",
+    "small_weights": "1 epoch of a 0.1 M-parameter CNN on Fashion-MNIST (paper: ResNet50 on ImageNet)",
+    "multitask": "10 epochs of 4000 overlaid pairs, small CNN (paper: ResNet18, CIFAR-10 + MNIST)",
+    "joint_lm": "400 steps of a 0.14 M-parameter 2-layer model (paper: 12 layers, far longer)",
+    "translation": "300 steps of a 0.15 M-parameter 1+1-layer model (paper: 6+6 layers)",
+    "negative_case": "0.64 epoch of a small CNN",
+}
+"""What each experiment's default budget is, against the paper's (the scoreboard's budget column)."""
+
+
+def _sweep_budget(records: Sequence[Mapping[str, Any]], name: str = "") -> str:
     cfg = records[0].get("config", {}) if records else {}
     seeds = sorted({int(r["spec"]["seed"]) for r in records})
     parts = []
@@ -290,6 +308,9 @@ def _sweep_budget(records: Sequence[Mapping[str, Any]]) -> str:
         if key in cfg:
             parts.append(f"{cfg[key]} {key}")
     parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+    exp = name.rpartition("/")[2]
+    if exp in PAPER_FRACTION:
+        parts.append(PAPER_FRACTION[exp])
     return ", ".join(parts)
 
 
@@ -333,6 +354,7 @@ def claims(results: str | Path) -> list[Claim]:
     out += quadratic_claims(regime, "regime/report.md")
     for cid, names, text, splits in FRONT_CLAIMS:
         recs: list[dict[str, Any]] = []
+        name = ""
         for name in names.split("|"):  # the first of the alternatives that has records
             recs = [r for r in _read(results, name) if r["spec"]["method"] in ("bloop", "mixed")]
             if recs:
@@ -346,7 +368,7 @@ def claims(results: str | Path) -> list[Claim]:
                 cid + suffix,
                 text.format(split=split),
                 points,
-                budget=_sweep_budget(recs),
+                budget=_sweep_budget(recs, name),
                 report=f"{name}/report.md",
             )
             if name == "negative_case":
@@ -386,7 +408,9 @@ def write(results: str | Path) -> Path:
             "when mean + 2 se < 0 and every seed < 0; *not reproduced* when the gain is below 0.01",
             "(log10 aux, or aux units when the aux can be negative) beyond the seed noise; *inconclusive*",
             "otherwise and whenever fewer than 3 seeds exist. Computed by",
-            "`python -m torchbloop.experiments.analysis.scoreboard docs/results`.",
+            "`python -m torchbloop.experiments.analysis.scoreboard docs/results`. Findings in prose:",
+            "each experiment's `NOTES.md`; the regime study in `regime/NOTES.md`; guidance in",
+            "[choosing_lam_rho.md](choosing_lam_rho.md).",
             "",
             *table,
             "",
