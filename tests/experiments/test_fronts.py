@@ -1,0 +1,195 @@
+"""Front metrics on constructed fronts with known answers, and the regime study's batched runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from torchbloop.experiments.analysis import fronts as F
+from torchbloop.experiments.analysis.scoreboard import Claim, scoreboard_table
+from torchbloop.experiments.sweep.registry import RunSpec
+from torchbloop.experiments.tasks import quadratic, regime
+
+LINEAR = F.Space(log_main=False, log_aux=False)
+
+
+def pts(method: str, seed: int, rows: list[tuple[float, float, float]]) -> list[F.EndPoint]:
+    return [F.EndPoint(method, lam, seed, m, a) for lam, m, a in rows]
+
+
+def test_interpolate_front_inside_and_outside() -> None:
+    f = np.array([[1.0, 4.0], [3.0, 0.0]])
+    out = F.interpolate_front(f, np.array([0.5, 1.0, 2.0, 3.0, 3.5]))
+    assert np.isnan(out[0]) and np.isnan(out[-1])
+    assert out[1:4].tolist() == [4.0, 2.0, 0.0]
+
+
+def test_aux_gap_shifted_front_is_the_shift() -> None:
+    b = LINEAR.xy(pts("b", 0, [(0.1, 1.0, 5.0), (1.0, 2.0, 3.0), (10.0, 4.0, 1.0)]))
+    a = b + np.array([0.0, -0.5])
+    assert F.aux_gap(a, b) == pytest.approx(-0.5)
+    assert F.aux_gap(b, a) == pytest.approx(0.5)
+
+
+def test_aux_gap_uses_only_the_common_interval() -> None:
+    # A spans main [1, 3] with aux 2 - (m - 1) / 2; B spans [2, 5] with aux 1 everywhere.
+    a = np.array([[1.0, 2.0], [3.0, 1.0]])
+    b = np.array([[2.0, 1.0], [5.0, 0.999]])
+    assert F.common_interval(a, b) == (2.0, 3.0)
+    # On [2, 3]: A goes 1.5 -> 1.0 (mean 1.25), B 1.0 -> 0.999667 (mean ~0.99983).
+    expected = 1.25 - np.mean(np.interp(np.linspace(2, 3, F.GRID_POINTS), b[:, 0], b[:, 1]))
+    assert F.aux_gap(a, b) == pytest.approx(expected)
+
+
+def test_aux_gap_no_overlap_is_nan() -> None:
+    a = np.array([[1.0, 2.0], [2.0, 1.0]])
+    b = np.array([[3.0, 0.5], [4.0, 0.1]])
+    assert F.common_interval(a, b) is None
+    assert math.isnan(F.aux_gap(a, b))
+
+
+def test_aux_gap_ignores_dominated_points() -> None:
+    b = np.array([[1.0, 3.0], [3.0, 1.0]])
+    a = np.array([[1.0, 2.0], [3.0, 0.0], [2.0, 9.0]])  # (2, 9) is dominated: not on A's front
+    assert F.aux_gap(a, b) == pytest.approx(-1.0)
+
+
+def test_dominated_share_counts() -> None:
+    a = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 0.5], [np.nan, 1.0]])
+    b = np.array([[1.5, 1.5]])
+    assert F.dominated_share(a, b) == pytest.approx(1 / 3)  # only (2, 2); NaN point ignored
+    assert F.dominated_share(b, a) == 1.0
+    assert F.dominated_share(b, b) == 0.0  # equal points do not dominate
+    assert math.isnan(F.dominated_share(np.empty((0, 2)), b))
+
+
+def test_plain_reference_and_hypervolume_fixed_box() -> None:
+    points = pts("mixed", 0, [(0.0, 1.0, 4.0), (1.0, 1.5, 3.0)]) + pts(
+        "bloop", 0, [(0.0, 1.0, 4.0), (1.0, 1.5, 1.0)]
+    )
+    ref = F.plain_reference(points)
+    assert (ref.main, ref.aux) == (2.0, 4.0)
+    r = F.compare(points, "bloop", "mixed", space=LINEAR, reference=ref)
+    # Bloop: (1.5, 1) dominates (2 - 1.5) x (4 - 1) = 1.5, plus (1, 4) on the aux edge: 0.
+    assert r.hv_a.mean == pytest.approx(1.5)
+    assert r.hv_b.mean == pytest.approx(0.5)
+    assert r.b_dominated.mean == pytest.approx(0.5)  # Mixed's (1.5, 3) under Bloop's (1.5, 1)
+    assert r.a_dominated.mean == 0.0
+
+
+def test_plain_reference_needs_lam_zero() -> None:
+    with pytest.raises(ValueError, match="lam = 0"):
+        F.plain_reference(pts("bloop", 0, [(1.0, 1.0, 1.0)]))
+
+
+def test_degenerate_lams_only_when_every_method_is() -> None:
+    def p(method: str, lam: float, main: float, aux: float) -> F.EndPoint:
+        return F.EndPoint(method, lam, 0, main, aux, start_main=2.3)
+
+    points = [
+        p("mixed", 0.0, 1.0, 4.0),
+        p("mixed", 1.0, 2.3, 0.01),
+        p("mixed", 10.0, 2.31, 0.001),
+        p("bloop", 0.0, 1.0, 4.0),
+        p("bloop", 1.0, 1.2, 1.0),
+        p("bloop", 10.0, 2.5, 0.1),
+    ]  # lam = 1: only Mixed made no progress; lam = 10: neither did
+    assert F.degenerate_lams(points) == [10.0]
+    r = F.compare(points, "bloop", "mixed", space=LINEAR, reference=F.plain_reference(points))
+    assert r.excluded_lams == (10.0,)
+    unknown = [F.EndPoint(q.method, q.lam, 0, q.main, q.aux) for q in points]
+    assert F.degenerate_lams(unknown) == []  # no start known: nothing is degenerate
+
+
+def test_compare_over_seeds_gives_the_per_seed_gaps() -> None:
+    points: list[F.EndPoint] = []
+    for seed, shift in enumerate((-0.1, -0.2, -0.3)):
+        base = [(0.0, 1.0, 8.0), (0.1, 1.2, 4.0), (1.0, 1.6, 2.0)]
+        points += pts("mixed", seed, base)
+        points += pts("bloop", seed, [(lam, m, a * 10**shift) for lam, m, a in base])
+    r = F.compare(points, "bloop", "mixed")
+    assert r.space == F.Space(log_main=True, log_aux=True)
+    assert list(r.gap.values) == pytest.approx([-0.1, -0.2, -0.3])
+    assert r.gap.mean == pytest.approx(-0.2)
+    assert r.gap.se == pytest.approx(0.1 / math.sqrt(3))
+    assert (r.gap.lo, r.gap.hi) == pytest.approx((-0.3, -0.1))
+    assert F.verdict(r.gap, tol=0.01) == "reproduced"
+    assert F.verdict(F.compare(points, "mixed", "bloop").gap, tol=0.01) == "not reproduced"
+
+
+def test_verdict_needs_three_seeds() -> None:
+    assert F.verdict(F.Spread((-1.0, -1.1)), tol=0.01) == "inconclusive"
+
+
+def test_space_choose_linear_for_negative_aux() -> None:
+    assert F.Space.choose(pts("a", 0, [(0.0, 1.0, -0.5), (1.0, 2.0, 1.0)])) == F.Space(
+        log_main=True, log_aux=False
+    )
+
+
+def test_plot_fronts_writes_png(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    points = pts("mixed", 0, [(0.0, 1.0, 4.0), (1.0, 1.5, 3.0)]) + pts(
+        "bloop", 0, [(0.0, 1.0, 4.0), (1.0, 1.5, 1.0)]
+    )
+    out = F.plot_fronts(
+        points,
+        tmp_path / "f.png",
+        title="t",
+        pair=("bloop", "mixed"),
+        reference=F.plain_reference(points),
+    )
+    assert out.stat().st_size > 1000
+
+
+def test_scoreboard_table_rows() -> None:
+    claims = [Claim("4a", "smooth net, train", "gap", "-0.1 ± 0.01", "reproduced", "20 epochs")]
+    lines = scoreboard_table(claims)
+    assert lines[0].startswith("| #")
+    assert "reproduced" in lines[-1] and "4a" in lines[-1]
+
+
+@pytest.mark.parametrize("method", ["bloop", "mixed"])
+def test_regime_row_reproduces_the_library(method: str) -> None:
+    """A batched row is the library's surgeon driven by the quadratic task (same batches)."""
+    steps, lam, rho, seed = 120, 2.0, 0.1, 3
+    rec = quadratic.run(RunSpec("quadratic", method, lam, rho, seed, "smoke"), steps=steps)
+    (row,) = regime.train_rows(
+        regime.quadratic_problem(seed),
+        [regime.Row(method, lam, quadratic.LR, rho)],
+        batch=quadratic.BATCH,
+        steps=steps,
+        seed=seed,
+        schedule="constant",
+    )
+    assert row["main"] == pytest.approx(rec["final"]["train_main"], rel=1e-10)
+    assert row["dist_to_opt"] == pytest.approx(rec["final"]["dist_to_bilevel_opt"], rel=1e-10)
+
+
+def test_regime_leak_is_zero_when_the_ema_is_the_main_gradient() -> None:
+    """With e = g_main, pi(g_aux; e) is orthogonal to g_main: Bloop's leak is 0, Mixed's is not."""
+    import torch
+
+    prob = regime.quadratic_problem(0)
+    theta = torch.randn(
+        2, prob.X.shape[1], generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    g_main = (theta @ prob.X.T - prob.y) @ prob.X / len(prob.y)
+    lam = torch.tensor([3.0, 3.0], dtype=torch.float64)
+    d = regime.leak_diagnostics(prob, theta, g_main, lam, torch.tensor([True, False]))
+    g_aux = theta[1] - prob.theta_star
+    mixed_leak = 3.0 * float(g_aux @ g_main[1]) / float(g_main[1] @ g_main[1])
+    assert abs(float(d["leak"][0])) < 1e-12 * abs(mixed_leak)
+    assert float(d["leak"][1]) == pytest.approx(mixed_leak, rel=1e-12)
+    assert d["cos_main_ema"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_regime_rejects_bad_rows() -> None:
+    prob = regime.quadratic_problem(0)
+    with pytest.raises(ValueError, match="methods"):
+        regime.train_rows(prob, [regime.Row("pcgrad", 1.0, 1e-3)], batch=None, steps=1, seed=0)
+    with pytest.raises(ValueError, match="schedule"):
+        regime.train_rows(
+            prob, [regime.Row("mixed", 1.0, 1e-3)], batch=None, steps=1, seed=0, schedule="step"
+        )
