@@ -19,7 +19,6 @@ from torch import Tensor
 from _timing import measure
 from torchbloop.compile import compiled_bloop_step
 from torchbloop.functional import (
-    _blocked,
     bloop_direction,
     bloop_update_,
     cpu_kernel_available,
@@ -68,20 +67,6 @@ def _lists(
     return main, aux, ema
 
 
-def _without_blocking(fn: Callable[[], object]) -> Callable[[], object]:
-    """Run ``fn`` with the cache-blocked CPU paths turned off (the multi-tensor code only)."""
-
-    def run() -> object:
-        real = _blocked.blockable
-        _blocked.blockable = lambda *lists: False
-        try:
-            return fn()
-        finally:
-            _blocked.blockable = real
-
-    return run
-
-
 def _without_cpu_kernel(fn: Callable[[], object]) -> Callable[[], object]:
     """Run ``fn`` with the fused CPU kernel turned off (the torch-op paths)."""
 
@@ -109,9 +94,8 @@ def torch_paths(
 
     paths = {
         "foreach_add_ (floor yardstick)": lambda: torch._foreach_add_(aux, main),
-        "multi-tensor (before this issue)": _without_blocking(two_calls),
         "bloop_direction + ema_update_ (eager)": two_calls,
-        "bloop_update_ (torch ops, cache-blocked)": _without_cpu_kernel(fused),
+        "bloop_update_ (torch ops, no C kernel)": _without_cpu_kernel(fused),
     }
     if cpu_kernel_available():
         paths["bloop_update_ (fused C kernel, default)"] = fused
@@ -120,9 +104,8 @@ def torch_paths(
 
 TRAFFIC = {
     "foreach_add_ (floor yardstick)": 3.0,
-    "multi-tensor (before this issue)": 7.0,
     "bloop_direction + ema_update_ (eager)": 7.0,
-    "bloop_update_ (torch ops, cache-blocked)": 7.0,
+    "bloop_update_ (torch ops, no C kernel)": 7.0,
     "bloop_update_ (fused C kernel, default)": 7.0,
     "torch.compile (compiled_bloop_step, default)": 7.0,
     "torch.compile (Inductor's own loops, cpu_kernel=False)": 7.0,

@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 EAGER = "bloop_update_ (fused C kernel, default)"
-TORCH_OPS = "bloop_update_ (torch ops, cache-blocked)"
+TORCH_OPS = "bloop_update_ (torch ops, no C kernel)"
 TWO_CALLS = "bloop_direction + ema_update_ (eager)"
 COMPILED = combination.COMPILED
 COMPILED_LOOPS = combination.COMPILED_LOOPS

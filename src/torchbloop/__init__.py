@@ -30,8 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGEM",
-    "MGDA",
     "METHODS",
+    "MGDA",
     "Bloop",
     "BloopDiagnostics",
     "CosineGating",

@@ -38,7 +38,7 @@ def test_quick_benchmarks_run_and_write_a_report(tmp_path: Path) -> None:
         "Peak training memory",
     ):
         assert heading in text, heading
-    assert "| bloop_update_ (torch ops, cache-blocked) |" in text
+    assert "| bloop_update_ (torch ops, no C kernel) |" in text
     assert "| Bloop.combine(main_grads, aux_grads) (public) |" in text
     if cpu_kernel_available():
         assert "| bloop_update_ (fused C kernel, default) |" in text

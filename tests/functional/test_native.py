@@ -209,11 +209,9 @@ def test_usable_rejects_what_the_kernel_cannot_handle() -> None:
     assert not _native.usable([a, ok, [torch.randn(4, 4), torch.randn(1)]])
     assert not _native.usable([a, [torch.nn.Parameter(torch.randn(4, 4), requires_grad=False)]])
     assert _native.usable([a, ok]) == _native.available()
-    assert _native.usable(a, ok) == _native.available()  # the legacy form, until it goes
 
 
-# The Bloop-only entry points (prepare/dots/combine) are now wrappers over gram/lincomb: the
-# path bloop_update_ takes on CPU. K = 1 Bloop through them equals the float64 reference.
+# K = 1 Bloop through bloop_update_ (the contract's kernel path on CPU) equals the float64 reference.
 @needs_kernel
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("order", ["paper", "code"])
@@ -242,7 +240,7 @@ def test_kernel_handles_a_reduce_hook() -> None:
 
     want_dir, _ = bloop_update_reference(main, aux, ema, lam=0.7, rho=0.1)
     bloop_update_(main, aux, ema, lam=0.7, rho=0.1, out=aux, reduce=double_it)
-    assert len(seen) == 1 and seen[0].dtype == torch.float64 and seen[0].shape == (2,)
+    assert len(seen) == 1 and seen[0].dtype == torch.float64 and seen[0].shape == (1, 3, 3)
     _assert_close(aux, want_dir, torch.float64)
 
 

@@ -20,7 +20,6 @@ import array
 import ctypes
 import operator
 from collections.abc import Sequence
-from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -30,14 +29,10 @@ from ._build import available, library, status, use_cpu_kernel
 __all__ = [
     "MAX_INPUTS",
     "MAX_OUTPUTS",
-    "Prepared",
     "available",
-    "combine",
-    "dots",
     "gram",
     "library",
     "lincomb",
-    "prepare",
     "status",
     "usable",
     "use_cpu_kernel",
@@ -53,18 +48,12 @@ _MIN_PER_THREAD = 1 << 20
 """Elements per thread below which extra threads cost more than they save."""
 
 
-@overload
-def usable(lists: Sequence[Sequence[Tensor]]) -> bool: ...
-@overload
-def usable(lists: Sequence[Tensor], *more: Sequence[Tensor]) -> bool: ...
-def usable(lists: Any, *more: Sequence[Tensor]) -> bool:
+def usable(lists: Sequence[Sequence[Tensor]]) -> bool:
     """Whether the kernel takes these lists: aligned lists (equal lengths, equal sizes tensor
     by tensor) of plain contiguous CPU tensors of one dtype, float32 or float64, none requiring
     grad; and the kernel is built and switched on.
 
-    ``usable(a, b, c)`` (the lists as separate arguments) is the form of the Bloop-only entry
-    points and goes away with them. The checks are C-level ``map`` loops: a few tens of
-    nanoseconds per tensor.
+    The checks are C-level ``map`` loops: a few tens of nanoseconds per tensor.
 
     Example:
         >>> import torch
@@ -73,8 +62,6 @@ def usable(lists: Any, *more: Sequence[Tensor]) -> bool:
         >>> _native.usable([x, [t.double() for t in x]])
         False
     """
-    if more:  # legacy form: usable(main, aux, ema)
-        lists = (lists, *more)
     if not lists or not lists[0]:
         return False
     first = lists[0]
@@ -275,8 +262,3 @@ def _raise_for(code: int, what: str) -> None:
         raise ValueError(f"{what}: a list index or a block index is out of range")
     if code == -3:
         raise ValueError(f"{what}: an output overlaps an input or another output")
-
-
-# The Bloop-only entry points of the first kernel, now over gram/lincomb (imported last: they
-# call the functions above). Delete once functional/_fused.py no longer calls them.
-from ._legacy import Prepared, combine, dots, prepare  # noqa: E402
