@@ -10,13 +10,32 @@ from torchbloop.methods import METHODS, MethodInfo, get_method
 
 
 def test_table_lists_the_shipped_surgeons_in_order() -> None:
-    assert list(METHODS) == ["bloop", "mixed", "pcgrad", "dynamic_barrier"]
+    assert list(METHODS) == [
+        "bloop",
+        "mixed",
+        "pcgrad",
+        "dynamic_barrier",
+        "agem",
+        "mgda",
+        "cosine_gating",
+        "gradvac",
+        "metabalance",
+        "original_dynamic_barrier",
+    ]
     assert [m.factory for m in METHODS.values()] == [
         torchbloop.Bloop,
         torchbloop.Mixed,
         torchbloop.PCGrad,
         torchbloop.DynamicBarrier,
+        torchbloop.AGEM,
+        torchbloop.MGDA,
+        torchbloop.CosineGating,
+        torchbloop.GradVac,
+        torchbloop.MetaBalance,
+        torchbloop.OriginalDynamicBarrier,
     ]
+    # the paper's four are the experiments' default methods
+    assert [n for n, m in METHODS.items() if m.in_paper] == list(METHODS)[:4]
     with pytest.raises(TypeError):
         METHODS["x"] = METHODS["bloop"]  # type: ignore[index]  # read-only
 
@@ -26,7 +45,8 @@ def test_entry_is_consistent_and_its_factory_takes_its_hyperparameters(name: str
     info = get_method(name)
     assert isinstance(info, MethodInfo) and info.name == name
     assert name.isidentifier() and name == name.lower()
-    assert info.label and info.description and "lam" in info.hyperparameters
+    assert info.label and info.description
+    assert set(info.hyperparameters) <= {"lam", "rho"}  # what the sweeps set
     assert info.max_aux is None or info.max_aux >= 1
     values = {"lam": 0.5, "rho": 0.1}
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))

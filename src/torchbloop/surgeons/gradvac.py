@@ -14,7 +14,7 @@ from ..distributed.data_parallel import ProcessGroupArg
 from ..distributed.sharded import local
 from ..functional import Formula, StepResult, SurgeryStep
 from ..functional.gradvac import DEFAULT_BETA, TARGET_KEY, GradVacFormula
-from ._base import NonFinite, Surgeon
+from ._base import METHOD, NonFinite, Surgeon
 
 SCALAR_STATE = "scalars"
 """The state-dict entry holding GradVac's scalar state (``{"phi_hat": 0-dim float64}``)."""
@@ -138,6 +138,8 @@ class GradVac(Surgeon):
         Raises:
             TypeError, ValueError: the state dict does not fit (nothing changed).
         """
+        if not isinstance(state_dict, dict) or state_dict.get(METHOD) != type(self).__name__:
+            super().load_state_dict(state_dict)  # raises the base's error; nothing changed
         scalars = state_dict.get(SCALAR_STATE) if isinstance(state_dict, dict) else None
         target = scalars.get(TARGET_KEY) if isinstance(scalars, dict) else None
         if not isinstance(target, Tensor) or target.dim() != 0 or not target.is_floating_point():

@@ -19,7 +19,7 @@ from ..functional.metabalance import (
     NORM_KEYS,
     MetaBalanceFormula,
 )
-from ._base import NonFinite, Surgeon
+from ._base import METHOD, NonFinite, Surgeon
 
 SCALAR_STATE = "scalars"
 """The state-dict entry holding the norm averages (``{"norm_main": [n], "norm_aux": [n]}``,
@@ -159,6 +159,8 @@ class MetaBalance(Surgeon):
         Raises:
             TypeError, ValueError: the state dict does not fit (nothing changed).
         """
+        if not isinstance(state_dict, dict) or state_dict.get(METHOD) != type(self).__name__:
+            super().load_state_dict(state_dict)  # raises the base's error; nothing changed
         scalars = state_dict.get(SCALAR_STATE) if isinstance(state_dict, dict) else None
         n = len(self._params)
         loaded = []
