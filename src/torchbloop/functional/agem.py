@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ._reference import flat64, unflat
 from ._types import Reducer, TensorList
-from .contract import Coefficients, SurgeryStep
+from .contract import Coefficients, stateless_direction
 from .projection import projection_coefficient
 
 
@@ -106,16 +106,14 @@ def agem_direction(
         >>> agem_direction([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], lam=1.0)
         [tensor([1., 1.])]
     """
-    step = SurgeryStep(
+    return stateless_direction(
         AGEMFormula(),
         [main_grads, aux_grads],
-        [],
         hyper={"lam": lam},
         out=out,
         foreach=foreach,
         reduce=reduce,
     )
-    return step.apply().direction
 
 
 def agem_direction_reference(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -461,6 +461,29 @@ class SurgeryStep:
 
 
 _CACHE: dict[tuple[object, ...], Tensor] = {}
+
+
+def stateless_direction(
+    formula: Formula,
+    grads: Sequence[TensorList],
+    *,
+    hyper: Mapping[str, Any],
+    out: list[Tensor] | None = None,
+    foreach: bool = True,
+    reduce: Reducer | None = None,
+) -> list[Tensor]:
+    """The direction of one step of a stateless formula (what the ``..._direction`` functions
+    of the method files return): ``SurgeryStep(formula, grads, [], ...).apply().direction``.
+
+    Example:
+        >>> import torch
+        >>> from torchbloop.functional.mixed import MixedFormula
+        >>> g = [[torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 2.0])]]
+        >>> stateless_direction(MixedFormula(), g, hyper={"lam": 0.5})
+        [tensor([1., 1.])]
+    """
+    step = SurgeryStep(formula, grads, [], hyper=hyper, out=out, foreach=foreach, reduce=reduce)
+    return step.apply().direction
 
 
 def _on(device: torch.device, values: Sequence[float] | Tensor, dtype: torch.dtype) -> Tensor:

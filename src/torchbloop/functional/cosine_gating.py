@@ -23,7 +23,7 @@ from torch import Tensor
 from ._reference import flat64, unflat
 from ._types import Reducer, TensorList
 from .agem import _one_aux
-from .contract import Coefficients, SurgeryStep
+from .contract import Coefficients, stateless_direction
 
 
 def cosine(ab: Tensor, aa: Tensor, bb: Tensor) -> Tensor:
@@ -132,16 +132,14 @@ def cosine_gating_direction(
         >>> cosine_gating_direction([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], lam=1.0)
         [tensor([1., 0.])]
     """
-    step = SurgeryStep(
+    return stateless_direction(
         CosineGatingFormula(weighted=weighted),
         [main_grads, aux_grads],
-        [],
         hyper={"lam": lam},
         out=out,
         foreach=foreach,
         reduce=reduce,
     )
-    return step.apply().direction
 
 
 def cosine_gating_direction_reference(

@@ -15,7 +15,7 @@ from torch import Tensor
 from .._validation import check_lam
 from ._reference import flat64, unflat
 from ._types import Reducer, TensorList
-from .contract import Coefficients, SurgeryStep
+from .contract import Coefficients, stateless_direction
 from .pcgrad import _one_level
 from .projection import projection_coefficient
 
@@ -70,16 +70,14 @@ def dynamic_barrier_direction(
         >>> dynamic_barrier_direction([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], lam=1.0)
         [tensor([1., 1.])]
     """
-    step = SurgeryStep(
+    return stateless_direction(
         DynamicBarrierFormula(),
         [main_grads, aux_grads],
-        [],
         hyper={"lam": lam},
         out=out,
         foreach=foreach,
         reduce=reduce,
     )
-    return step.apply().direction
 
 
 def dynamic_barrier_direction_reference(

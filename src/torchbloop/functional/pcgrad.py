@@ -14,7 +14,7 @@ from torch import Tensor
 from .._validation import check_lam
 from ._reference import flat64, project_out64, unflat
 from ._types import Reducer, TensorList
-from .contract import Coefficients, SurgeryStep
+from .contract import Coefficients, stateless_direction
 from .projection import projection_coefficient
 
 
@@ -83,16 +83,14 @@ def pcgrad_direction(
         >>> pcgrad_direction([torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])], lam=1.0)
         [tensor([0.5000, 1.5000])]
     """
-    step = SurgeryStep(
+    return stateless_direction(
         PCGradFormula(),
         [main_grads, aux_grads],
-        [],
         hyper={"lam": lam},
         out=out,
         foreach=foreach,
         reduce=reduce,
     )
-    return step.apply().direction
 
 
 def pcgrad_direction_reference(
