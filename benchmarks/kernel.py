@@ -41,6 +41,7 @@ K3_READ = "  7 lists read once, squared norms only (gram: 7 products)"
 K3_LIN = "  K=3 pass 2 alone (lincomb: 7 lists in, 4 out)"
 LEGACY = "bloop_update_ (Bloop's default CPU path today)"
 COMBINE = "Bloop.combine(main_grads, aux_grads) (public)"
+COMBINE_OUT = "Bloop.combine(main_grads, aux_grads, out=buffer) (public)"
 TRAFFIC = {
     BASE: 3.0,
     K1: 8.0,
@@ -50,6 +51,7 @@ TRAFFIC = {
     K3_LIN: 11.0,
     LEGACY: 7.0,
     COMBINE: 8.0,
+    COMBINE_OUT: 8.0,
 }
 """Minimum buffer transfers of each path (see the module docstring). ``bloop_update_`` reads
 ``g_aux`` and ``e`` for its products, so 7; ``combine`` is counted as the K = 1 step (its
@@ -111,10 +113,15 @@ def k3_step(lists: list[list[Tensor]]) -> Callable[[], object]:
     return run
 
 
-def combine_step(m: list[Tensor], a: list[Tensor]) -> Callable[[], object]:
+def combine_step(
+    m: list[Tensor], a: list[Tensor], out: list[Tensor] | None = None
+) -> Callable[[], object]:
+    """The public ``combine``: into new tensors (``out=None``) or into a buffer the caller keeps."""
     params = [torch.nn.Parameter(torch.zeros_like(t)) for t in m]
     surgeon = torchbloop.Bloop(params, lam=LAM, rho=RHO)
-    return lambda: surgeon.combine(m, a)
+    if out is None:
+        return lambda: surgeon.combine(m, a)
+    return lambda: surgeon.combine(m, a, out=out)
 
 
 def run_kernel_rows(params: int, tensors: int, repeats: int) -> list[Row]:
@@ -134,6 +141,7 @@ def run_kernel_rows(params: int, tensors: int, repeats: int) -> list[Row]:
     a2, e2 = [t.clone() for t in a], [t.clone() for t in e]
     fns[LEGACY] = lambda: bloop_update_(m, a2, e2, lam=LAM, rho=RHO, out=a2)
     fns[COMBINE] = combine_step(m, a)
+    fns[COMBINE_OUT] = combine_step(m, a, [torch.empty_like(t) for t in m])
     times = measure(fns, repeats=repeats)
     base = times[BASE]
     return [Row("kernel", k, params, tensors, v, base, TRAFFIC[k]) for k, v in times.items()]
