@@ -416,7 +416,8 @@ def write(results: str | Path) -> Path:
             "",
         ]
     )
-    (results / "scoreboard.md").write_text(text)
+    # a page of its own starts at H1 (the docs site renders it); the README's block is a section
+    (results / "scoreboard.md").write_text(text.replace("## Scoreboard", "# Scoreboard", 1))
     readme = results / "README.md"
     old = readme.read_text() if readme.exists() else "# Results\n"
     block = f"{START}\n{text}{END}\n"
