@@ -17,7 +17,13 @@ All rows are timed side by side in one set of interleaved rounds with the yardst
   yardstick's measured time: the time the path would take if it moved its bytes exactly as
   fast as ``foreach_add_`` does.
 - **combine**: ``torchbloop.Bloop.combine(main_grads, aux_grads)``, the public call that
-  returns the direction in new tensors and leaves its inputs untouched.
+  returns the direction in new tensors and leaves its inputs untouched. In a loop that drops
+  the last directions (as this one does) it writes into their memory again (see
+  ``torchbloop/surgeons/_reuse.py``); ``out=buffer`` writes into the caller's tensors.
+- **surgery stage** (internal, not a public call): what ``Bloop.backward`` runs between its
+  captured gradients and ``.grad`` on the separate-gradient path (``Surgeon._surgery`` with
+  the gradients owned, then the ``write_grad`` stage into ``.grad`` that is ``None``, as after
+  ``optimizer.zero_grad()``): the finiteness check, the K = 1 step, the hand-over.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ K3_LIN = "  K=3 pass 2 alone (lincomb: 7 lists in, 4 out)"
 LEGACY = "bloop_update_ (Bloop's default CPU path today)"
 COMBINE = "Bloop.combine(main_grads, aux_grads) (public)"
 COMBINE_OUT = "Bloop.combine(main_grads, aux_grads, out=buffer) (public)"
+SURGERY = "Bloop.backward's surgery stage, gradients in, .grad out (internal)"
 TRAFFIC = {
     BASE: 3.0,
     K1: 8.0,
@@ -52,6 +59,7 @@ TRAFFIC = {
     LEGACY: 7.0,
     COMBINE: 8.0,
     COMBINE_OUT: 8.0,
+    SURGERY: 8.0,
 }
 """Minimum buffer transfers of each path (see the module docstring). ``bloop_update_`` reads
 ``g_aux`` and ``e`` for its products, so 7; ``combine`` is counted as the K = 1 step (its
@@ -124,6 +132,24 @@ def combine_step(
     return lambda: surgeon.combine(m, a, out=out)
 
 
+def surgery_stage(m: list[Tensor], a: list[Tensor]) -> Callable[[], object]:
+    """``backward``'s stages after the capture: surgery on owned gradients, then ``.grad``."""
+    from torchbloop.surgeons import _stages
+
+    params = [torch.nn.Parameter(torch.zeros_like(t)) for t in m]
+    surgeon = torchbloop.Bloop(params, lam=LAM, rho=RHO)
+    grads: list[list[Tensor | None]] = [list(m), list(a)]
+
+    def run() -> None:
+        for p in params:
+            p.grad = None
+        directions = surgeon._surgery(grads, None, owned=True)
+        assert directions is not None
+        _stages.write_grad(params, directions)
+
+    return run
+
+
 def run_kernel_rows(params: int, tensors: int, repeats: int) -> list[Row]:
     """The yardstick, the K = 1 and K = 3 steps and ``combine``, side by side."""
     m, a, e = _lists(3, params, tensors, 0)
@@ -142,6 +168,7 @@ def run_kernel_rows(params: int, tensors: int, repeats: int) -> list[Row]:
     fns[LEGACY] = lambda: bloop_update_(m, a2, e2, lam=LAM, rho=RHO, out=a2)
     fns[COMBINE] = combine_step(m, a)
     fns[COMBINE_OUT] = combine_step(m, a, [torch.empty_like(t) for t in m])
+    fns[SURGERY] = surgery_stage([t.clone() for t in m], [t.clone() for t in a])
     times = measure(fns, repeats=repeats)
     base = times[BASE]
     return [Row("kernel", k, params, tensors, v, base, TRAFFIC[k]) for k, v in times.items()]

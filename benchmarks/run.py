@@ -373,6 +373,7 @@ def targets(found: dict[str, Any]) -> list[str]:
             (kernel.K1, 2.8, "issue 9: K = 1 no slower than today"),
             (kernel.COMBINE, 3.5, "issue 11: combine"),
             (kernel.COMBINE_OUT, 3.5, "issue 11: combine into a kept buffer"),
+            (kernel.SURGERY, 3.5, "issue 11: backward's surgery stage (internal)"),
             (kernel.LEGACY, 2.8, "Bloop's default CPU path on this branch"),
         ):
             if path in r:

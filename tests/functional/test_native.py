@@ -142,6 +142,33 @@ def test_lincomb_equals_reference(threads, dtype, n_in, n_out, blocked) -> None:
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0, 1, 3], ids=["aligned", "offset-1", "offset-3"])
+def test_lincomb_streams_large_outputs_exactly(threads, dtype, offset) -> None:
+    """Above STREAM_BYTES an output that is no input is written with streaming stores (where
+    the CPU has AVX): the values equal the plain stores', for outputs that start on a vector
+    boundary and for views that do not (those fall back to plain stores), beside an aliased
+    output, in tensors that a thread's range splits."""
+    g = torch.Generator().manual_seed(offset)
+    width = 4 if dtype == torch.float32 else 8
+    n = (18 << 20) // (4 * width) + 37  # 3 inputs + 2 outputs > 16 MiB in all
+    shapes = [(n // 3,), (7,), (n - n // 3 - 7,)]
+    inputs = [[torch.randn(s, generator=g, dtype=dtype) for s in shapes] for _ in range(3)]
+    fresh = [torch.full((s[0] + offset,), float("nan"), dtype=dtype)[offset:] for s in shapes]
+    before = [[t.clone() for t in x] for x in inputs]
+    coefs = torch.randn(1, 2, 3, generator=g, dtype=torch.float64)
+    assert _native.usable([*inputs, fresh])
+    _native.lincomb(inputs, [fresh, inputs[1]], coefs)
+    c = coefs[0].to(dtype)
+    for o, y in enumerate([fresh, inputs[1]]):
+        for t in range(len(shapes)):
+            want = sum(c[o, i].double() * before[i][t].double() for i in range(3))
+            scale = sum(c[o, i].double().abs() * before[i][t].double().abs() for i in range(3))
+            err = (y[t].double() - want).abs()
+            assert bool((err <= 4 * _tol(dtype) * scale + 1e-300).all()), (o, t)
+
+
+@needs_kernel
 @pytest.mark.parametrize("n_lists", [3, 7])
 def test_kernel_is_deterministic_for_a_thread_count(threads, n_lists) -> None:
     first = _lists(torch.float32, 3, n_lists)

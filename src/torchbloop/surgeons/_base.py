@@ -42,6 +42,7 @@ from ..functional import Formula, StepResult, SurgeryStep
 from . import _stages as stages
 from ._finite import check_step
 from ._gradients import GradList, dense
+from ._reuse import DirectionBuffers
 from ._state import SCALARS, StateSpec, check_count
 
 NonFinite = Literal["raise", "skip"]
@@ -121,6 +122,7 @@ class Surgeon(ABC):
         self.skipped_steps = 0
         self._accumulator = stages.Accumulator()
         self._reduce: ShardedReducer | None = None
+        self._direction_buffers = DirectionBuffers()
 
     # ------------------------------------------------------------------ hyperparameters
     def _check_lam(self, lam: object) -> tuple[float, ...]:
@@ -368,8 +370,18 @@ class Surgeon(ABC):
         # Detached (a graph must not reach the state); strided views made dense so that the
         # step takes the same (fused) path, and so the same rounding, as for plain tensors.
         grads = [[None if g is None else _plain_tensor(g.detach()) for g in gs] for gs in grads]
+        reuse = targets is None and not is_sharded(self._params)
+        if reuse:  # the last call's buffers when the caller has let go of them (see _reuse)
+            targets = self._direction_buffers.get(
+                [
+                    next((g[i] for g in grads if g[i] is not None), None)
+                    for i in range(len(grads[0]))
+                ]
+            )
         result = self._surgery(grads, None, owned=False, out=targets)
-        return [None] * len(self._params) if result is None else result
+        if result is None:
+            return [None] * len(self._params)
+        return self._direction_buffers.hand_out(result) if reuse else result
 
     def _sharded(self) -> bool:
         sharded = is_sharded(self._params)

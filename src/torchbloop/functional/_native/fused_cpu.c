@@ -12,6 +12,9 @@
  * triangle costs less than choosing, and the loop stays bound by memory). Products are summed
  * in vector lanes of the element type over chunks of CHUNK elements, then in double. lincomb
  * loads the inputs of an element, then writes its outputs: an output may be (alias) an input.
+ * When the lists are larger than the caches (STREAM_BYTES), an output that is no input is
+ * written with non-temporal (streaming) stores where AVX has them: it is not read first
+ * (a plain store reads each cache line before writing it) and does not evict the inputs.
  * Inner loops are specialised on the number of lists and on the numbers of inputs and outputs
  * (always-inlined helpers called with constants), so they are unrolled with coefficients and
  * accumulators in registers (spilled to the L1 cache for the largest triangles).
@@ -24,6 +27,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #define CHUNK 4096
 #define MAX_THREADS 64
@@ -31,6 +37,8 @@
 #define MAX_OUT 4
 #define MAX_PAIRS (MAX_LISTS * (MAX_LISTS + 1) / 2)
 #define INLINE static inline __attribute__((always_inline))
+/* Streaming stores for outputs that are no input once all lists together exceed this size. */
+#define STREAM_BYTES ((int64_t)16 << 20)
 
 typedef float vf32 __attribute__((vector_size(32)));
 typedef double vf64 __attribute__((vector_size(32)));
@@ -46,6 +54,7 @@ typedef struct {
     const double *coefs;     /* lincomb: [nblocks][nout][nin] */
     int nuniq;               /* gram: products per block (the triangle of the nin lists) */
     int used[MAX_LISTS];     /* gram: the lists some pair reads (nin of them) */
+    int stream;              /* lincomb: bit o set: output o is no input, stream it if aligned */
     int64_t lo, hi;          /* range of the concatenated elements this worker owns */
     double *sums;            /* gram: this worker's [nblocks][nuniq] */
 } job_t;
@@ -64,6 +73,7 @@ static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) 
 #define DEFINE_KERNELS(T, V, LANES, SUF)                                                        \
     INLINE V load_##SUF(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }                 \
     INLINE void store_##SUF(T *p, V v) { memcpy(p, &v, sizeof v); }                            \
+    INLINE void stream_##SUF(T *p, V v) { STREAM_##SUF(p, v); }                                 \
     /* every product x_a * x_b (a <= b < NL) over n elements in one loop; NL a constant */      \
     INLINE void tri_##SUF(const T *const *x, int64_t n, double *sums, const int NL) {         \
         enum { NT = MAX_LISTS * (MAX_LISTS + 1) / 2 };                                          \
@@ -135,8 +145,8 @@ static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) 
     }                                                                                           \
     /* y_o = sum_i c[o * NIN + i] * x_i over n elements; NIN, NOUT constants after inlining.    \
      * All inputs of a vector are loaded before its outputs are stored (outputs may alias). */  \
-    INLINE void lin_##SUF(const T *const *x, T *const *y, const T *c, int64_t n, const int NIN,  \
-                          const int NOUT) {                                                     \
+    INLINE void lin_##SUF(const T *const *x, T *const *y, const T *c, int64_t n, int stream,     \
+                          const int NIN, const int NOUT) {                                      \
         const T *xp[MAX_LISTS];                                                                 \
         T *yp[MAX_OUT];                                                                         \
         T cc[MAX_OUT][MAX_LISTS];                                                               \
@@ -153,8 +163,14 @@ static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) 
                 r[o] = cc[o][0] * v[0];                                                         \
                 _Pragma("GCC unroll 8") for (int k = 1; k < NIN; k++) r[o] += cc[o][k] * v[k];  \
             }                                                                                   \
-            _Pragma("GCC unroll 4") for (int o = 0; o < NOUT; o++) store_##SUF(yp[o] + i, r[o]); \
+            _Pragma("GCC unroll 4") for (int o = 0; o < NOUT; o++) {                            \
+                if (stream & (1 << o))                                                          \
+                    stream_##SUF(yp[o] + i, r[o]);                                              \
+                else                                                                            \
+                    store_##SUF(yp[o] + i, r[o]);                                               \
+            }                                                                                   \
         }                                                                                       \
+        if (stream) FENCE();                                                                    \
         for (; i < n; i++) {                                                                    \
             T v[MAX_LISTS], r[MAX_OUT];                                                         \
             for (int k = 0; k < NIN; k++) v[k] = xp[k][i];                                      \
@@ -175,6 +191,9 @@ static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) 
         for (int k = 0; k < nin; k++) x[k] = (const T *)j->in[k * j->count + t] + lo;           \
         for (int o = 0; o < nout; o++) y[o] = (T *)j->out[o * j->count + t] + lo;               \
         for (int q = 0; q < nout * nin; q++) c[q] = (T)cb[q];                                   \
+        int stream = 0; /* only outputs that start on a vector boundary (so stay on one) */    \
+        for (int o = 0; o < nout; o++)                                                          \
+            if ((j->stream >> o & 1) && (uintptr_t)y[o] % sizeof(V) == 0) stream |= 1 << o;     \
         switch (nin * 8 + nout) {                                                               \
             LIN_CASES(SUF, 1) LIN_CASES(SUF, 2) LIN_CASES(SUF, 3) LIN_CASES(SUF, 4)             \
             LIN_CASES(SUF, 5) LIN_CASES(SUF, 6) LIN_CASES(SUF, 7) LIN_CASES(SUF, 8)             \
@@ -186,9 +205,21 @@ static void for_spans(job_t *j, void (*fn)(job_t *, int64_t, int64_t, int64_t)) 
     }
 
 #define LIN_CASE(SUF, I, O) \
-    case (I) * 8 + (O): lin_##SUF(x, y, c, n, I, O); break;
+    case (I) * 8 + (O): lin_##SUF(x, y, c, n, stream, I, O); break;
 #define LIN_CASES(SUF, I) \
     LIN_CASE(SUF, I, 1) LIN_CASE(SUF, I, 2) LIN_CASE(SUF, I, 3) LIN_CASE(SUF, I, 4)
+
+#ifdef __AVX__
+#define STREAM_f32(p, v) _mm256_stream_ps((p), (__m256)(v))
+#define STREAM_f64(p, v) _mm256_stream_pd((p), (__m256d)(v))
+#define FENCE() _mm_sfence()
+#define CAN_STREAM 1
+#else
+#define STREAM_f32(p, v) store_f32((p), (v))
+#define STREAM_f64(p, v) store_f64((p), (v))
+#define FENCE() ((void)0)
+#define CAN_STREAM 0
+#endif
 
 DEFINE_KERNELS(float, vf32, 8, f32)
 DEFINE_KERNELS(double, vf64, 4, f64)
@@ -313,6 +344,19 @@ static int check_aliases(int64_t count, const int64_t *sizes, int nin, void *con
     return 0;
 }
 
+/* Bit o set when no tensor of output o is a tensor of an input (it is written, never read). */
+static int streamable(int64_t count, int nin, void *const *in, int nout, void *const *out) {
+    int mask = 0;
+    for (int o = 0; o < nout; o++) {
+        int alias = 0;
+        for (int64_t t = 0; t < count && !alias; t++)
+            for (int q = 0; q < nin; q++)
+                if (in[q * count + t] == out[o * count + t]) alias = 1;
+        if (!alias) mask |= 1 << o;
+    }
+    return mask;
+}
+
 /* dtype: 0 = float32, 1 = float64. in: [nin][count], out: [nout][count] data pointers;
  * coefs: [nblocks][nout][nin] (double, applied in the element type); block_of: [count] or
  * NULL. */
@@ -333,6 +377,9 @@ int torchbloop_lincomb(int dtype, int64_t count, const int64_t *sizes, int nin, 
     jobs[0].nout = nout;
     jobs[0].out = out;
     jobs[0].coefs = coefs;
+    jobs[0].stream = CAN_STREAM && total * (nin + nout) * (dtype ? 8 : 4) >= STREAM_BYTES
+                         ? streamable(count, nin, in, nout, out)
+                         : 0;
     run_jobs(dtype ? lin_job_f64 : lin_job_f32, jobs, total, clamp_threads(nthreads), 0);
     return 0;
 }
