@@ -181,3 +181,33 @@ def test_demo_skips_missing_experiments(
     assert "'_not_registered' is not available" in cap.err
     assert str(tmp_path / "demo" / "README.md") in cap.out
     assert len(read_records(tmp_path / "demo", "projection_bias")) == 1
+
+
+def test_demo_prints_the_scoreboard_test_and_the_committed_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The demo's summary of an experiment ends with the scoreboard's test (Bloop vs Mixed at
+    matched main loss) on its own records and the committed scoreboard rows of that claim."""
+    from torchbloop.experiments import cli
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)  # the scoreboard is read from a repository checkout
+    lines = cli._demo_table(root / "docs" / "results", "quadratic")
+    text = "\n".join(lines)
+    start = text.index("the scoreboard's test on this run")
+    assert "train: gap " in text[start:] and "inconclusive (1 seed)" in text[start:]
+    committed = [line.strip() for line in lines if line.strip().startswith(("3a ", "3b "))]
+    assert len(committed) == 2
+    assert all("(n=3)" in line and ": reproduced (" in line for line in committed)
+
+
+def test_demo_without_a_checkout_prints_only_its_own_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchbloop.experiments import cli
+
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    monkeypatch.chdir(tmp_path)  # no docs/results/scoreboard.md here
+    text = "\n".join(cli._demo_table(results, "smooth_mlp"))
+    assert "the scoreboard's test on this run" in text
+    assert "the same claim in" not in text

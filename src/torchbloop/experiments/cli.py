@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import methods as method_table
 from . import data
@@ -33,6 +34,10 @@ from .sweep.results import RecordError, experiments_in, read_records
 from .sweep.runner import run_sweep
 
 DEMO_EXPERIMENTS: tuple[str, ...] = ("quadratic", "smooth_mlp")
+DEMO_CLAIMS: dict[str, tuple[str, ...]] = {"quadratic": ("3a", "3b"), "smooth_mlp": ("4Fa", "4Fb")}
+"""The scoreboard rows (``docs/results/scoreboard.md``) each demo experiment is a small version
+of: the demo prints them, from a repository checkout, beside its own numbers."""
+SCOREBOARD = Path("docs") / "results" / "scoreboard.md"
 INTERRUPTED = "interrupted; run the same command again to resume"
 EXIT_INTERRUPTED = 130
 
@@ -241,6 +246,32 @@ def _demo_table(out: Path, name: str) -> list[str]:
     for s in splits:
         for d in summary[s]["dominance"]:
             lines.append(f"  {s}: {dominance_sentence(*d)}")
+    lines += _demo_claims(records, name, splits)
+    return lines
+
+
+def _demo_claims(records: Sequence[dict[str, Any]], name: str, splits: Sequence[str]) -> list[str]:
+    """The scoreboard's test on this run (Bloop vs Mixed at matched main loss), then the
+    committed rows of the same claim, which have the seeds and budgets this run has not."""
+    from .analysis import fronts as F
+    from .analysis.scoreboard import front_claim
+
+    pair = [r for r in records if r["spec"]["method"] in ("bloop", "mixed")]
+    methods = {r["spec"]["method"] for r in pair}
+    lines = []
+    if methods == {"bloop", "mixed"}:
+        lines.append("  the scoreboard's test on this run (Bloop vs Mixed at matched main loss):")
+        for split in splits:
+            c = front_claim("", "", F.end_points(pair, split), budget="", report="")
+            lines.append(f"    {split}: {c.number}: {c.verdict}")
+    rows = DEMO_CLAIMS.get(name, ())
+    if rows and SCOREBOARD.is_file():
+        lines.append(f"  the same claim in {SCOREBOARD} (seeds and budgets of the evidence runs):")
+        for line in SCOREBOARD.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if len(cells) >= 6 and cells[0] in rows:
+                verdict = cells[4].strip("*")
+                lines.append(f"    {cells[0]} {cells[1]}: {cells[3]}: {verdict} ({cells[5]})")
     return lines
 
 
