@@ -289,6 +289,9 @@ def _read(results: Path, name: str) -> list[dict[str, Any]]:
 
 
 PAPER_FRACTION: dict[str, str] = {
+    "smooth_mlp_mnist_paper/smooth_mlp_mnist": (
+        "the paper's 100 epochs, 6.4% of its steps (5000 digits, not 60k)"
+    ),
     "smooth_mlp_mnist": "20% of the paper's epochs, 1.3% of its steps (5000 digits, not 60k)",
     "smooth_mlp": "6 of the paper's 100 epochs, Fashion-MNIST instead of MNIST",
     "small_weights": "1 epoch of a 0.1 M-parameter CNN on Fashion-MNIST (paper: ResNet50 on ImageNet)",
@@ -308,7 +311,7 @@ def _sweep_budget(records: Sequence[Mapping[str, Any]], name: str = "") -> str:
         if key in cfg:
             parts.append(f"{cfg[key]} {key}")
     parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
-    exp = name.rpartition("/")[2]
+    exp = name if name in PAPER_FRACTION else name.rpartition("/")[2]
     if exp in PAPER_FRACTION:
         parts.append(PAPER_FRACTION[exp])
     return ", ".join(parts)
@@ -320,6 +323,12 @@ FRONT_CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         "4",
         "smooth_mlp_mnist",
         "smooth net (MNIST): Bloop's front clearly better on {split}",
+        ("train", "eval"),
+    ),
+    (
+        "4P",
+        "smooth_mlp_mnist_paper/smooth_mlp_mnist",
+        "smooth net (MNIST), the paper's 100 epochs: Bloop's front clearly better on {split}",
         ("train", "eval"),
     ),
     (
