@@ -294,6 +294,9 @@ PAPER_FRACTION: dict[str, str] = {
     ),
     "smooth_mlp_mnist": "20% of the paper's epochs, 1.3% of its steps (5000 digits, not 60k)",
     "smooth_mlp": "6 of the paper's 100 epochs, Fashion-MNIST instead of MNIST",
+    "smooth_mlp_demo/smooth_mlp": (
+        "2.6 of the paper's 100 epochs (the demo's budget), Fashion-MNIST instead of MNIST"
+    ),
     "small_weights": "1 epoch of a 0.1 M-parameter CNN on Fashion-MNIST (paper: ResNet50 on ImageNet)",
     "multitask": "10 epochs of 4000 overlaid pairs, small CNN (paper: ResNet18, CIFAR-10 + MNIST)",
     "joint_lm": "400 steps of a 0.14 M-parameter 2-layer model (paper: 12 layers, far longer)",
@@ -329,6 +332,12 @@ FRONT_CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         "4P",
         "smooth_mlp_mnist_paper/smooth_mlp_mnist",
         "smooth net (MNIST), the paper's 100 epochs: Bloop's front clearly better on {split}",
+        ("train", "eval"),
+    ),
+    (
+        "4D",
+        "smooth_mlp_demo/smooth_mlp",
+        "smooth net (Fashion-MNIST), short budget: Bloop's front better on {split}",
         ("train", "eval"),
     ),
     (
