@@ -1,0 +1,567 @@
+r"""Lean capture: the surgery inside ``.grad``, with ordinary ``Tensor.backward`` calls.
+
+The separate capture (:func:`._gradients.capture_gradients`) keeps one gradient list per loss
+and combines them into a direction: at its peak it holds two parameter-sized gradient lists
+besides the state. Lean capture lets every backward pass accumulate into ``.grad`` and edits
+``.grad`` in place between the passes, so that no second gradient list ever exists: Bloop then
+costs plain training plus its EMA. The passes are the surgery contract's (a Gram pass and a
+linear-combination pass of :class:`~torchbloop.functional.SurgeryStep`, on the fused CPU kernel
+where it applies), and the projection coefficient is :class:`~torchbloop.functional.BloopFormula`'s.
+
+Bloop, one auxiliary loss (method.md sections 2 and 3), ``a = lam * pi(g_aux; e)``:
+
+* **paper order** (project on the EMA of the previous steps): backward ``L_aux`` into ``.grad``;
+  Gram pass ``<g_aux, e>``, ``||e||^2``, ``||g_aux||^2``; one pass writes ``.grad <- a`` (the
+  formula's coefficients) and one ``e <- (1 - rho) e - rho .grad``; backward ``L_main``, which
+  accumulates ``.grad = g_main + a = d``; last pass ``e <- e + rho .grad = (1 - rho) e + rho
+  g_main``. The last pass cancels ``rho * a`` out of the EMA: its extra rounding is about rho
+  times the direction's own (``eps * rho * ||a||``; measured in ``tests/surgeons/test_lean.py``).
+* **code order** (update the EMA first, project on the new one), and the **first step** of
+  either order (the EMA starts from ``g_main``, so both orders project on ``g_main``): backward
+  ``L_main`` into ``.grad``; Gram pass ``||g_main||^2``, ``<g_main, e>``, ``||e||^2``; one pass
+  ``e <- (1 - rho) e + rho g_main`` (first step: ``e`` a copy of ``g_main`` first); backward
+  ``lam * L_aux`` (seeded with ``lam``), accumulating ``.grad = g_main + lam g_aux``; Gram pass
+  ``<.grad, e>``, ``||e||^2``, ``||.grad||^2``, where ``lam <g_aux, e> = <.grad, e> - <g_main,
+  e>`` (the last term from the first Gram); one pass ``.grad <- .grad - lam c e``. The
+  difference of inner products is exact up to the rounding of ``.grad`` itself: the projection
+  coefficient is off by about ``eps * ||d|| / ||e||``, i.e. the direction by its own rounding.
+
+What does not carry over, and runs the separate capture (``capture="auto"``) or raises
+(``capture="lean"``): several auxiliary losses (a level between the first and the last needs
+its raw gradient for its EMA and its weighted projection for the direction, two lists, or a
+division by its ``lam`` that cancels as ``rho / lam``); diagnostics (the leak and the cosines
+need inner products of ``g_main`` with ``g_aux`` that no pass sees); gradient accumulation,
+loss scalers, data-parallel averaging and sharded parameters (they hold or reduce the gradients
+per loss); a parameter group with ``lam = 0`` (it sits out); per-group ``lam`` in code order and
+on the first step (one backward pass cannot weight groups differently).
+
+A step whose first backward pass does not reach every parameter that requires grad (e.g. an
+aux loss on the weights only, or a parameter no loss reaches) captures the second loss
+separately: the first gradient is already in ``.grad``, so this costs no extra backward pass,
+only the separate path's memory for that step, and it gives exactly the separate path's result.
+
+Failures. Everything the first backward pass gives (the gradient, the loss values of all
+losses, a direction that would overflow) is checked before anything changes. The second
+gradient can only be checked once it has been folded into ``.grad``, after the EMA was
+advanced: a non-finite second gradient, or a second loss that reaches no parameter, restores
+``.grad`` but not the EMA, which lean capture cannot rebuild without the copy it saves; the EMA
+then restarts from the next step's main gradient (as on step 1), and the error says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor
+
+from .._validation import NonFiniteGradientError, check_grad_list
+from ..amp import autocast_disabled
+from ..functional import BloopFormula, Coefficients, SurgeryStep
+from ._finite import finite_flag
+from ._gradients import GradList
+from ._stages import check_captured, loss_names
+
+if TYPE_CHECKING:
+    from ._base import Surgeon
+    from .bloop import Bloop
+
+Capture = Literal["auto", "lean", "separate"]
+CAPTURES = ("auto", "lean", "separate")
+
+__all__ = ["CAPTURES", "Capture", "lean_bloop", "lean_mixed"]
+
+
+# --------------------------------------------------------------------------- the passes' formulas
+
+
+def _bloop_layout(gram: Tensor, g_aux_e: Tensor, e_e: Tensor) -> Tensor:
+    """The ``[B, 3, 3]`` Gram of ``[g_0, g_1, e_0]`` that paper-order Bloop reads
+    (``<g_1, e_0>``, ``||e_0||^2``; the entries of ``g_0`` are not read without the leak)."""
+    full = gram.new_zeros((gram.shape[0], 3, 3))
+    full[:, 1, 2] = full[:, 2, 1] = g_aux_e
+    full[:, 2, 2] = e_e
+    return full
+
+
+class _Projection:
+    """``[G, E] -> G <- lam * pi(G; E)`` with Bloop's coefficient and skip rule.
+
+    ``offset`` (code order): ``G`` holds ``g_main + lam g_aux`` and the per-block
+    ``<g_main, e>`` is subtracted from ``<G, E>``; ``lam`` is then 1 (already in ``G``).
+    """
+
+    name = "bloop_lean_projection"
+
+    def __init__(self, offset: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.bloop = BloopFormula("paper", leak=False)
+        self.offset = offset
+
+    def num_state(self, k: int) -> int:
+        del k
+        return 0
+
+    def pairs(self, k: int) -> list[tuple[int, int]]:
+        del k
+        return [(0, 1), (1, 1)]
+
+    def check(self, hyper: Mapping[str, object], k: int) -> None:
+        self.bloop.check(hyper, k)
+
+    def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
+        dot = gram[:, 0, 1]
+        lam = hyper["lam"]
+        if self.offset is not None:
+            dot = dot - self.offset(hyper["rho"].reshape(-1))
+            lam = torch.ones_like(lam)
+        c = self.bloop.coefficients(
+            _bloop_layout(gram, dot, gram[:, 1, 1]), 1, {"lam": lam, "rho": hyper["rho"]}
+        )
+        return Coefficients(c.direction[:, 1:], gram.new_zeros((gram.shape[0], 0, 2)), c.info)
+
+
+class _Blend:
+    """``[X, Y] -> X <- a(rho) X + b(rho) Y``: the EMA's passes (``pairs`` for a Gram read with it)."""
+
+    name = "bloop_lean_ema"
+
+    def __init__(
+        self, a: Callable[[Tensor], Tensor], b: Callable[[Tensor], Tensor], *, dots: bool = False
+    ) -> None:
+        self.a, self.b, self.dots = a, b, dots
+
+    def num_state(self, k: int) -> int:
+        del k
+        return 0
+
+    def pairs(self, k: int) -> list[tuple[int, int]]:
+        del k
+        return [(0, 1)] if self.dots else []
+
+    def coefficients(self, gram: Tensor, k: int, hyper: Mapping[str, Tensor]) -> Coefficients:
+        rho = hyper["rho"].reshape(gram.shape[0], -1)[:, 0]
+        direction = torch.stack([self.a(rho), self.b(rho)], dim=1)
+        return Coefficients(direction, gram.new_zeros((gram.shape[0], 0, 2)), {})
+
+
+# --------------------------------------------------------------------------- backward passes
+
+
+def _set_aside(live: Sequence[Tensor]) -> list[Tensor | None]:
+    saved = [p.grad for p in live]
+    for p in live:
+        p.grad = None
+    return saved
+
+
+def _restore(live: Sequence[Tensor], saved: Sequence[Tensor | None]) -> None:
+    for p, g in zip(live, saved):
+        p.grad = g
+
+
+def _backward(loss: Tensor, live: Sequence[Tensor], *, weight: float, retain: bool) -> bool:
+    """``weight * loss`` backward, accumulating into ``.grad``; whether it reached any of
+    ``live`` (told by post-accumulate hooks, also inside reentrant checkpoints)."""
+    reached = [False]
+
+    def mark(_: Tensor) -> None:
+        reached[0] = True
+
+    handles = [p.register_post_accumulate_grad_hook(mark) for p in live]
+    try:
+        seed = None if weight == 1.0 else torch.full_like(loss, weight)
+        torch.autograd.backward(loss, grad_tensors=seed, retain_graph=retain)
+    finally:
+        for h in handles:
+            h.remove()
+    return reached[0]
+
+
+def _finish(
+    params: Sequence[Tensor], live: Sequence[Tensor], saved: Sequence[Tensor | None]
+) -> None:
+    """The direction is in ``.grad``: put it into the buffers ``.grad`` held before (keeping
+    their memory format, as the separate path does); untouched parameters get theirs back."""
+    del params
+    for p, old in zip(live, saved):
+        if p.grad is None:
+            p.grad = old
+        elif old is not None:
+            old.copy_(p.grad)
+            p.grad = old
+
+
+def _fallback(
+    surgeon: Surgeon,
+    live: list[Tensor],
+    saved: list[Tensor | None],
+    first: list[Tensor | None],
+    second: Tensor,
+    *,
+    main_first: bool,
+    allow_unused: bool,
+) -> list[GradList]:
+    """The first loss did not reach every parameter: capture the second one separately."""
+    for p in live:
+        p.grad = None
+    try:
+        torch.autograd.backward(second)
+        other = [p.grad for p in live]
+    finally:
+        _restore(live, saved)
+    pos = {id(p): j for j, p in enumerate(live)}
+
+    def aligned(values: list[Tensor | None]) -> GradList:
+        return [values[pos[id(p)]] if id(p) in pos else None for p in surgeon._params]
+
+    grads = [aligned(first), aligned(other)] if main_first else [aligned(other), aligned(first)]
+    return check_captured(surgeon._params, grads, allow_unused=allow_unused)
+
+
+# --------------------------------------------------------------------------- finiteness
+
+
+def _first_check(
+    surgeon: Surgeon,
+    step: SurgeryStep,
+    losses: Sequence[Tensor],
+    name: str,
+    extra_bound: Tensor | None = None,
+) -> bool:
+    """Before anything changes: every loss value, the first gradient (its squared norm from
+    ``step``'s Gram) and the outputs (``step``'s bound; ``extra_bound``: another output's
+    norm bound). One host sync; a "no" is confirmed exactly before it is reported."""
+    gram = step.gram()
+    values = torch.stack([loss.detach().to(gram.device, torch.float64) for loss in losses])
+    flags = [
+        torch.isfinite(values).all(),
+        torch.isfinite(gram[:, 0, 0]).all(),
+        step.surely_finite(),
+    ]
+    if extra_bound is not None:
+        limit = torch.finfo(step.vectors[1][0].dtype).max / 4
+        flags.append((extra_bound < limit).all())
+    if bool(torch.stack(flags).all()):
+        return True
+    names = loss_names(len(losses) - 1)
+    bad = [n for n, v in zip(names, values.tolist()) if v != v or abs(v) == float("inf")]
+    if not bool(finite_flag(list(step.vectors[0]), None, gram.device, exact=True)):
+        bad.append(f"{name} gradient")
+    if bad:
+        message = f"Non-finite {' and '.join(dict.fromkeys(bad))} (inf or NaN); nothing was changed."
+    else:
+        message = (
+            "Non-finite direction (inf or NaN) from finite losses and gradients: a weight (lam) "
+            "too large for these gradients; nothing was changed."
+        )
+    return _fail(surgeon, message, changed=False)
+
+
+def _fail(surgeon: Surgeon, message: str, *, changed: bool) -> bool:
+    """Raise, or count a skipped step (``nonfinite="skip"``); ``changed``: the EMA was advanced
+    and restarts."""
+    if changed:
+        _restart_state(surgeon)
+        message += (
+            " .grad was restored; the EMA could not be (lean capture keeps no copy of it) and "
+            "restarts from the next step's main gradient. capture='separate' keeps it."
+        )
+    if surgeon.nonfinite == "raise":
+        raise NonFiniteGradientError(
+            message + " Pass nonfinite='skip' to skip such steps instead."
+        )
+    surgeon.skipped_steps += 1
+    surgeon._on_skipped_step()
+    return False
+
+
+def _restart_state(surgeon: Surgeon) -> None:
+    surgeon._set_state_lists(None)
+
+
+# --------------------------------------------------------------------------- Mixed
+
+
+def lean_mixed(surgeon: Surgeon, losses: Sequence[Tensor], *, allow_unused: bool) -> None:
+    """Mixed in ``.grad``: ``L_main`` backward, then each ``lam_k * L_k`` accumulating.
+
+    Raises as the separate path does (nothing changed, Mixed keeps no state), but a
+    non-finite gradient is named as the weighted sum's: the losses' gradients never exist apart.
+    """
+    params = surgeon._params
+    live = [p for p in params if p.requires_grad]
+    names = loss_names(len(losses) - 1)
+    lams = (1.0, *surgeon.lams)
+    saved = _set_aside(live)
+    try:
+        reached = []
+        for n, (loss, lam) in enumerate(zip(losses, lams)):
+            last = n == len(losses) - 1
+            reached.append(_backward(loss, live, weight=lam, retain=not last))
+        unused = [name for name, r in zip(names, reached) if not r]
+        if len(unused) == len(losses) or (unused and not allow_unused):
+            raise ValueError(
+                f"Invalid {' and '.join(unused)} loss: it reaches none of the surgeon's "
+                f"{len(params)} parameters (a loss of another model, or all of them frozen?)"
+                + ("" if len(unused) == len(losses) else "; pass allow_unused=True if this is intended")
+            )
+        direction = [p.grad for p in live if p.grad is not None]
+        check_grad_list("direction", [p.grad for p in live], live)
+        device = direction[0].device
+        values = torch.stack([loss.detach().to(device, torch.float64) for loss in losses])
+        ok = torch.isfinite(values).all() & finite_flag(direction, None, device)
+        if not bool(ok) and not (
+            bool(torch.isfinite(values).all())
+            and bool(finite_flag(direction, None, device, exact=True))
+        ):
+            _restore(live, saved)
+            bad = [n for n, v in zip(names, values.tolist()) if v != v or abs(v) == float("inf")]
+            what = " and ".join(bad) + " loss" if bad else "gradient of the weighted losses"
+            _fail(
+                surgeon,
+                f"Non-finite {what} (inf or NaN); nothing was changed (lean capture sums the "
+                "gradients in .grad; capture='separate' names the loss).",
+                changed=False,
+            )
+            return
+    except BaseException:
+        _restore(live, saved)
+        raise
+    _finish(params, live, saved)
+    surgeon.step_count += 1
+
+
+# --------------------------------------------------------------------------- Bloop
+
+
+def lean_bloop(
+    surgeon: Bloop, losses: Sequence[Tensor], *, allow_unused: bool
+) -> list[GradList] | None:
+    """One Bloop step in ``.grad`` (K = 1); ``None`` when done, or the gradients captured
+    separately when the first loss did not reach every parameter (the caller combines them)."""
+    params = surgeon._params
+    live = [p for p in params if p.requires_grad]
+    main, aux = losses
+    first_step = surgeon.emas is None
+    main_first = first_step or surgeon.ema_order == "code"
+    saved = _set_aside(live)
+    advanced = False
+    try:
+        first_loss, second_loss = (main, aux) if main_first else (aux, main)
+        torch.autograd.backward(first_loss, retain_graph=True)
+        if any(p.grad is None for p in live):
+            first = [p.grad for p in live]
+            return _fallback(
+                surgeon,
+                live,
+                saved,
+                first,
+                second_loss,
+                main_first=main_first,
+                allow_unused=allow_unused,
+            )
+        grads = check_grad_list(
+            "main gradient" if main_first else "aux gradient", [p.grad for p in live], live
+        )
+        index = [i for i, p in enumerate(params) if p.requires_grad]
+        hyper, coef_blocks, gram_blocks, _ = surgeon._blocks(index)
+        run = _Run(surgeon, index, [g for g in grads if g is not None], hyper, coef_blocks, gram_blocks)
+        with autocast_disabled(params):
+            if main_first:
+                ok = run.main_first(losses, first_step)
+            else:
+                ok = run.aux_first(losses)
+            if not ok:
+                _restore(live, saved)
+                return None
+            advanced = True
+            reached = _backward(
+                second_loss, live, weight=surgeon.lams[0] if main_first else 1.0, retain=False
+            )
+            if not reached and not allow_unused:
+                name = "aux" if main_first else "main"
+                raise _SecondUnused(
+                    f"Invalid {name} loss: it reaches none of the surgeon's {len(params)} "
+                    "parameters (a loss of another model, or all of them frozen?); pass "
+                    "allow_unused=True if this is intended."
+                )
+            direction = [p.grad for p in live]
+            ok = run.finish_main_first(direction) if main_first else run.finish_aux_first(direction)
+            if not ok:
+                _restore(live, saved)
+                return None
+    except _SecondUnused as error:
+        _restore(live, saved)
+        _restart_state(surgeon)
+        raise ValueError(
+            f"{error} .grad was restored; the EMA had been advanced and restarts from the next "
+            "step's main gradient."
+        ) from None
+    except BaseException:
+        _restore(live, saved)
+        if advanced:
+            _restart_state(surgeon)
+        raise
+    _finish(params, live, saved)
+    surgeon.step_count += 1
+    return None
+
+
+class _SecondUnused(Exception):
+    pass
+
+
+class _Run:
+    """The passes of one lean Bloop step over the parameters ``index`` (all reached)."""
+
+    def __init__(
+        self,
+        surgeon: Bloop,
+        index: list[int],
+        grads: list[Tensor],
+        hyper: dict[str, Any],
+        coef_blocks: list[int] | None,
+        gram_blocks: str | None,
+    ) -> None:
+        self.surgeon = surgeon
+        self.index = index
+        self.grads = grads
+        self.hyper = hyper
+        self.blocks = {"coef_blocks": coef_blocks, "gram_blocks": gram_blocks}
+        self.kernel = {"foreach": surgeon.foreach, "kernel": surgeon.foreach}
+        self.losses: Sequence[Tensor] = ()
+        self.prev: Tensor | None = None  # code order: the first Gram, [n_gram, 2, 2]
+        self.emas: list[Tensor] = []
+
+    def _step(self, formula: Any, lists: list[list[Tensor]], out: list[Tensor], **kw: Any) -> SurgeryStep:
+        return SurgeryStep(
+            formula, lists, [], hyper=self.hyper, out=out, **self.blocks, **self.kernel, **kw
+        )
+
+    # paper order -------------------------------------------------------------------------
+    def aux_first(self, losses: Sequence[Tensor]) -> bool:
+        """``.grad`` holds ``g_aux``: project it (``.grad <- a``), ``e <- (1 - rho) e - rho a``."""
+        s = self.surgeon
+        assert s.emas is not None
+        self.emas = [s.emas[0][i] for i in self.index]
+        g, e = self.grads, self.emas
+        project = self._step(_Projection(), [g, e], g)
+        coefs = project.coefficients().direction  # [n_eff, 2]: lam, -lam beta
+        norms = project.gram().diagonal(dim1=1, dim2=2).clamp(min=0).sqrt()
+        norms = norms.index_select(0, torch.tensor(project.eff_gram, device=norms.device))
+        bound_a = (coefs.abs() * norms).sum(-1)
+        rho = _per_eff(project, "rho").to(norms.device)
+        bound_e = (1 - rho) * norms[:, 1] + rho * bound_a
+        if not _first_check(s, project, losses, "aux", extra_bound=bound_e):
+            return False
+        project.apply()
+        self._step(_Blend(lambda r: 1 - r, lambda r: -r), [e, g], e, norms=False).apply()
+        return True
+
+    def finish_aux_first(self, direction: list[Tensor | None]) -> bool:
+        """``.grad = g_main + a``: check it, then ``e <- e + rho .grad``."""
+        d = [t for t in direction if t is not None]
+        if not bool(finite_flag(d, None, d[0].device)) and not bool(
+            finite_flag(d, None, d[0].device, exact=True)
+        ):
+            return _fail(
+                self.surgeon, "Non-finite main gradient (inf or NaN).", changed=True
+            )
+        self._step(_Blend(lambda r: torch.ones_like(r), lambda r: r), [self.emas, d], self.emas, norms=False).apply()
+        return True
+
+    # code order and first step -------------------------------------------------------------
+    def main_first(self, losses: Sequence[Tensor], first_step: bool) -> bool:
+        """``.grad`` holds ``g_main``: check it, then ``e <- (1 - rho) e + rho g_main`` (first
+        step: the EMA is created as a copy of ``g_main`` first, as the separate path does)."""
+        s = self.surgeon
+        g = self.grads
+        lerp = _Blend(lambda r: 1 - r, lambda r: r, dots=not first_step)
+        fresh = None
+        if first_step:
+            fresh = s.state_spec().zeros(s._params)
+            self.emas = [fresh[0][i] for i in self.index]
+            probe = self._step(_Blend(lambda r: 1 - r, lambda r: r), [g, g], g)
+            gram = probe.gram()[:, :1, :1].expand(-1, 2, 2)  # e_old := g_main
+        else:
+            assert s.emas is not None
+            self.emas = [s.emas[0][i] for i in self.index]
+            probe = self._step(lerp, [self.emas, g], self.emas)
+            gram = probe.gram().flip(1).flip(2)  # [e, g] -> [g, e]
+        self.prev = gram
+        if not _check_main(s, gram, losses, g):
+            return False
+        if first_step:
+            assert fresh is not None
+            for t, src in zip(self.emas, g):
+                t.copy_(src)
+            s._set_state_lists(fresh)
+            self._step(lerp, [self.emas, g], self.emas, norms=False).apply()
+        else:
+            probe.apply()
+        return True
+
+    def finish_main_first(self, direction: list[Tensor | None]) -> bool:
+        """``.grad = g_main + lam g_aux``: ``.grad <- .grad - lam c e``, ``c`` from the new Gram
+        minus ``<g_main, e>`` (from the first)."""
+        d = [t for t in direction if t is not None]
+        prev = self.prev
+        assert prev is not None
+
+        def offset_for(step: SurgeryStep) -> Callable[[Tensor], Tensor]:
+            old = prev.index_select(0, torch.tensor(step.eff_gram, device=prev.device))
+
+            def offset(rho: Tensor) -> Tensor:  # <g_main, (1 - rho) e + rho g_main>
+                return (1 - rho) * old[:, 0, 1] + rho * old[:, 0, 0]
+
+            return offset
+
+        formula = _Projection()
+        step = self._step(formula, [d, self.emas], d)
+        formula.offset = offset_for(step)
+        gram = step.gram()
+        ok = torch.isfinite(gram[:, 0, 0]).all() & step.surely_finite()
+        if not bool(ok) and not bool(finite_flag(d, None, d[0].device, exact=True)):
+            return _fail(
+                self.surgeon,
+                "Non-finite aux gradient (inf or NaN), or a weight (lam) too large for it.",
+                changed=True,
+            )
+        if not bool(ok) and not step.outputs_finite():
+            return _fail(
+                self.surgeon,
+                "Non-finite direction (inf or NaN): a weight (lam) too large for these gradients.",
+                changed=True,
+            )
+        step.apply()
+        return True
+
+
+def _per_eff(step: SurgeryStep, name: str) -> Tensor:
+    """A hyperparameter per effective block of ``step`` (float64, first level)."""
+    values = step.hyper[name]
+    values = values.reshape(values.shape[0], -1)[:, 0]
+    if values.shape[0] > 1:
+        values = values[torch.tensor(step.eff_coef, device=values.device)]
+    else:
+        values = values.expand(len(step.eff_coef))
+    return values.to(torch.float64)
+
+
+def _check_main(
+    surgeon: Surgeon, gram: Tensor, losses: Sequence[Tensor], grads: list[Tensor]
+) -> bool:
+    """Before anything changes (code order, first step): the loss values and ``||g_main||^2``
+    (``gram[:, 0, 0]``); one host sync, a "no" confirmed exactly."""
+    values = torch.stack([loss.detach().to(gram.device, torch.float64) for loss in losses])
+    if bool(torch.isfinite(values).all() & torch.isfinite(gram[:, 0, 0]).all()):
+        return True
+    names = loss_names(len(losses) - 1)
+    bad = [f"{n} loss" for n, v in zip(names, values.tolist()) if v != v or abs(v) == float("inf")]
+    if not bool(finite_flag(grads, None, gram.device, exact=True)):
+        bad.append("main gradient")
+    if not bad:  # only the sum of squares overflowed
+        return True
+    message = f"Non-finite {' and '.join(bad)} (inf or NaN); nothing was changed."
+    return _fail(surgeon, message, changed=False)
