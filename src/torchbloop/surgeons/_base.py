@@ -41,8 +41,8 @@ from ..distributed.sharded import (
 from ..functional import Formula, StepResult, SurgeryStep
 from . import _stages as stages
 from ._finite import check_step
-from ._lean import CAPTURES, Capture
 from ._gradients import GradList, dense
+from ._lean import CAPTURES, Capture
 from ._state import SCALARS, StateSpec, check_count
 
 NonFinite = Literal["raise", "skip"]
@@ -355,7 +355,9 @@ class Surgeon(ABC):
             )
         return False
 
-    def _lean_obstacle(self, *, accumulate: bool, scale: Tensor | None, sharded: bool) -> str | None:
+    def _lean_obstacle(
+        self, *, accumulate: bool, scale: Tensor | None, sharded: bool
+    ) -> str | None:
         """Why this call cannot run lean (``None``: it can)."""
         if not self._lean_capture:
             return f"{type(self).__name__} has no lean capture"

@@ -61,7 +61,7 @@ from ..amp import autocast_disabled
 from ..functional import BloopFormula, Coefficients, SurgeryStep
 from ._finite import finite_flag
 from ._gradients import GradList
-from ._stages import check_captured, loss_names
+from ._stages import capture, check_captured, loss_names
 
 if TYPE_CHECKING:
     from ._base import Surgeon
@@ -160,22 +160,38 @@ def _restore(live: Sequence[Tensor], saved: Sequence[Tensor | None]) -> None:
         p.grad = g
 
 
-def _backward(loss: Tensor, live: Sequence[Tensor], *, weight: float, retain: bool) -> bool:
-    """``weight * loss`` backward, accumulating into ``.grad``; whether it reached any of
-    ``live`` (told by post-accumulate hooks, also inside reentrant checkpoints)."""
-    reached = [False]
+def _backward(loss: Tensor, *, weight: float, retain: bool) -> None:
+    """``weight * loss`` backward (seeded with ``weight``), accumulating into ``.grad``."""
+    seed = None
+    if (
+        weight != 1.0
+    ):  # a weight beyond the loss's dtype becomes inf: caught as a non-finite direction
+        seed = torch.as_tensor(weight, dtype=torch.float64).to(loss.dtype).expand_as(loss)
+    torch.autograd.backward(loss, grad_tensors=seed, retain_graph=retain)
 
-    def mark(_: Tensor) -> None:
-        reached[0] = True
 
-    handles = [p.register_post_accumulate_grad_hook(mark) for p in live]
-    try:
-        seed = None if weight == 1.0 else torch.full_like(loss, weight)
-        torch.autograd.backward(loss, grad_tensors=seed, retain_graph=retain)
-    finally:
-        for h in handles:
-            h.remove()
-    return reached[0]
+def reaches(loss: Tensor, params: Sequence[Tensor]) -> bool:
+    """Whether the graph of ``loss`` holds one of ``params`` as a leaf (a walk that stops at the
+    first one found). A parameter inside a reentrant activation checkpoint is not an edge of
+    the graph: False means "not seen", and the caller then captures that loss separately."""
+    wanted = {id(p) for p in params}
+    root = loss.grad_fn
+    if root is None:
+        return False
+    stack = [root]
+    kept = [root]  # keeps the visited nodes alive, so that their ids stay unique
+    seen = {id(root)}
+    while stack:
+        node = stack.pop()
+        variable = getattr(node, "variable", None)
+        if variable is not None and id(variable) in wanted:
+            return True
+        for nxt, _ in node.next_functions:
+            if nxt is not None and id(nxt) not in seen:
+                seen.add(id(nxt))
+                kept.append(nxt)
+                stack.append(nxt)
+    return False
 
 
 def _finish(
@@ -197,17 +213,20 @@ def _fallback(
     live: list[Tensor],
     saved: list[Tensor | None],
     first: list[Tensor | None],
-    second: Tensor,
+    rest: Sequence[Tensor],
     *,
     main_first: bool,
     allow_unused: bool,
 ) -> list[GradList]:
-    """The first loss did not reach every parameter: capture the second one separately."""
-    for p in live:
-        p.grad = None
+    """The first loss did not reach every parameter: capture the others separately (the
+    first gradient is already in hand, so no backward pass is repeated)."""
+    captured = [first]
     try:
-        torch.autograd.backward(second)
-        other = [p.grad for p in live]
+        for n, loss in enumerate(rest):
+            for p in live:
+                p.grad = None
+            torch.autograd.backward(loss, retain_graph=n < len(rest) - 1)
+            captured.append([p.grad for p in live])
     finally:
         _restore(live, saved)
     pos = {id(p): j for j, p in enumerate(live)}
@@ -215,7 +234,9 @@ def _fallback(
     def aligned(values: list[Tensor | None]) -> GradList:
         return [values[pos[id(p)]] if id(p) in pos else None for p in surgeon._params]
 
-    grads = [aligned(first), aligned(other)] if main_first else [aligned(other), aligned(first)]
+    grads = [aligned(g) for g in captured]
+    if not main_first:  # paper-order Bloop: aux went first
+        grads = grads[::-1]
     return check_captured(surgeon._params, grads, allow_unused=allow_unused)
 
 
@@ -247,9 +268,12 @@ def _first_check(
     names = loss_names(len(losses) - 1)
     bad = [n for n, v in zip(names, values.tolist()) if v != v or abs(v) == float("inf")]
     if not bool(finite_flag(list(step.vectors[0]), None, gram.device, exact=True)):
-        bad.append(f"{name} gradient")
+        bad.append(name)
     if bad:
-        message = f"Non-finite {' and '.join(dict.fromkeys(bad))} (inf or NaN); nothing was changed."
+        bad = list(dict.fromkeys(bad))
+        message = (
+            f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was changed."
+        )
     else:
         message = (
             "Non-finite direction (inf or NaN) from finite losses and gradients: a weight (lam) "
@@ -268,9 +292,7 @@ def _fail(surgeon: Surgeon, message: str, *, changed: bool) -> bool:
             "restarts from the next step's main gradient. capture='separate' keeps it."
         )
     if surgeon.nonfinite == "raise":
-        raise NonFiniteGradientError(
-            message + " Pass nonfinite='skip' to skip such steps instead."
-        )
+        raise NonFiniteGradientError(message + " Pass nonfinite='skip' to skip such steps instead.")
     surgeon.skipped_steps += 1
     surgeon._on_skipped_step()
     return False
@@ -283,53 +305,73 @@ def _restart_state(surgeon: Surgeon) -> None:
 # --------------------------------------------------------------------------- Mixed
 
 
-def lean_mixed(surgeon: Surgeon, losses: Sequence[Tensor], *, allow_unused: bool) -> None:
-    """Mixed in ``.grad``: ``L_main`` backward, then each ``lam_k * L_k`` accumulating.
+def lean_mixed(
+    surgeon: Surgeon, losses: Sequence[Tensor], *, allow_unused: bool
+) -> list[GradList] | None:
+    """Mixed in ``.grad``: ``L_main`` backward, then each ``L_k`` seeded with ``lam_k``,
+    accumulating; ``None`` when done, else the gradients captured separately (the caller
+    combines them).
 
-    Raises as the separate path does (nothing changed, Mixed keeps no state), but a
-    non-finite gradient is named as the weighted sum's: the losses' gradients never exist apart.
+    Nothing changes on an error (Mixed keeps no state), but a non-finite gradient of an aux
+    loss is reported as the direction's: the losses' gradients never exist apart.
     """
     params = surgeon._params
     live = [p for p in params if p.requires_grad]
-    names = loss_names(len(losses) - 1)
-    lams = (1.0, *surgeon.lams)
+    if not live:  # nothing to accumulate into: the separate capture says what is wrong
+        return capture(params, losses, allow_unused=allow_unused)
+    lams = surgeon.lams
     saved = _set_aside(live)
     try:
-        reached = []
-        for n, (loss, lam) in enumerate(zip(losses, lams)):
-            last = n == len(losses) - 1
-            reached.append(_backward(loss, live, weight=lam, retain=not last))
-        unused = [name for name, r in zip(names, reached) if not r]
-        if len(unused) == len(losses) or (unused and not allow_unused):
-            raise ValueError(
-                f"Invalid {' and '.join(unused)} loss: it reaches none of the surgeon's "
-                f"{len(params)} parameters (a loss of another model, or all of them frozen?)"
-                + ("" if len(unused) == len(losses) else "; pass allow_unused=True if this is intended")
+        torch.autograd.backward(losses[0], retain_graph=True)
+        first = [p.grad for p in live]
+        if any(g is None for g in first) or not all(reaches(loss, live) for loss in losses[1:]):
+            return _fallback(
+                surgeon, live, saved, first, losses[1:], main_first=True, allow_unused=allow_unused
             )
-        direction = [p.grad for p in live if p.grad is not None]
-        check_grad_list("direction", [p.grad for p in live], live)
-        device = direction[0].device
-        values = torch.stack([loss.detach().to(device, torch.float64) for loss in losses])
-        ok = torch.isfinite(values).all() & finite_flag(direction, None, device)
-        if not bool(ok) and not (
-            bool(torch.isfinite(values).all())
-            and bool(finite_flag(direction, None, device, exact=True))
-        ):
+        check_grad_list("main gradient", first, live)
+        for n, (loss, lam) in enumerate(zip(losses[1:], lams)):
+            _backward(loss, weight=lam, retain=n < len(lams) - 1)
+        direction = [p.grad for p in live]
+        check_grad_list("direction", direction, live)
+        dense = [t for t in direction if t is not None]
+        if not _finite(dense, losses):
             _restore(live, saved)
-            bad = [n for n, v in zip(names, values.tolist()) if v != v or abs(v) == float("inf")]
-            what = " and ".join(bad) + " loss" if bad else "gradient of the weighted losses"
-            _fail(
-                surgeon,
-                f"Non-finite {what} (inf or NaN); nothing was changed (lean capture sums the "
-                "gradients in .grad; capture='separate' names the loss).",
-                changed=False,
-            )
-            return
+            _fail(surgeon, _second_message(losses, "gradient of a loss"), changed=False)
+            return None
     except BaseException:
         _restore(live, saved)
         raise
     _finish(params, live, saved)
     surgeon.step_count += 1
+    return None
+
+
+def _finite(tensors: list[Tensor], losses: Sequence[Tensor]) -> bool:
+    """The loss values and ``tensors`` are finite (one sync; a "no" confirmed exactly)."""
+    device = tensors[0].device
+    values = torch.stack([loss.detach().to(device, torch.float64) for loss in losses])
+    if bool(torch.isfinite(values).all() & finite_flag(tensors, None, device)):
+        return True
+    return bool(torch.isfinite(values).all()) and bool(
+        finite_flag(tensors, None, device, exact=True)
+    )
+
+
+def _bad_losses(losses: Sequence[Tensor]) -> list[str]:
+    names = loss_names(len(losses) - 1)
+    values = [float(loss.detach().double()) for loss in losses]
+    return [n for n, v in zip(names, values) if v != v or abs(v) == float("inf")]
+
+
+def _second_message(losses: Sequence[Tensor], what: str) -> str:
+    bad = _bad_losses(losses)
+    if bad:
+        return f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN)."
+    return (
+        f"Non-finite direction (inf or NaN): the {what} is not finite, or a weight (lam) is too "
+        "large for it (lean capture sums the gradients in .grad; capture='separate' tells "
+        "them apart). Nothing was changed."
+    )
 
 
 # --------------------------------------------------------------------------- Bloop
@@ -338,66 +380,52 @@ def lean_mixed(surgeon: Surgeon, losses: Sequence[Tensor], *, allow_unused: bool
 def lean_bloop(
     surgeon: Bloop, losses: Sequence[Tensor], *, allow_unused: bool
 ) -> list[GradList] | None:
-    """One Bloop step in ``.grad`` (K = 1); ``None`` when done, or the gradients captured
-    separately when the first loss did not reach every parameter (the caller combines them)."""
+    """One Bloop step in ``.grad`` (K = 1); ``None`` when done, else the gradients captured
+    separately (the first loss did not reach every parameter, or the second was not seen to
+    reach one): the caller combines them as the separate path does."""
     params = surgeon._params
     live = [p for p in params if p.requires_grad]
+    if not live:  # nothing to accumulate into: the separate capture says what is wrong
+        return capture(params, losses, allow_unused=allow_unused)
     main, aux = losses
     first_step = surgeon.emas is None
     main_first = first_step or surgeon.ema_order == "code"
+    first_loss, second_loss = (main, aux) if main_first else (aux, main)
     saved = _set_aside(live)
     advanced = False
     try:
-        first_loss, second_loss = (main, aux) if main_first else (aux, main)
         torch.autograd.backward(first_loss, retain_graph=True)
-        if any(p.grad is None for p in live):
-            first = [p.grad for p in live]
+        first = [p.grad for p in live]
+        if any(g is None for g in first) or not reaches(second_loss, live):
             return _fallback(
                 surgeon,
                 live,
                 saved,
                 first,
-                second_loss,
+                [second_loss],
                 main_first=main_first,
                 allow_unused=allow_unused,
             )
-        grads = check_grad_list(
-            "main gradient" if main_first else "aux gradient", [p.grad for p in live], live
-        )
+        grads = check_grad_list("main gradient" if main_first else "aux gradient", first, live)
         index = [i for i, p in enumerate(params) if p.requires_grad]
         hyper, coef_blocks, gram_blocks, _ = surgeon._blocks(index)
-        run = _Run(surgeon, index, [g for g in grads if g is not None], hyper, coef_blocks, gram_blocks)
+        dense = [g for g in grads if g is not None]
+        run = _Run(surgeon, index, dense, hyper, coef_blocks, gram_blocks)
         with autocast_disabled(params):
-            if main_first:
-                ok = run.main_first(losses, first_step)
-            else:
-                ok = run.aux_first(losses)
+            ok = run.main_first(losses, first_step) if main_first else run.aux_first(losses)
             if not ok:
                 _restore(live, saved)
                 return None
             advanced = True
-            reached = _backward(
-                second_loss, live, weight=surgeon.lams[0] if main_first else 1.0, retain=False
-            )
-            if not reached and not allow_unused:
-                name = "aux" if main_first else "main"
-                raise _SecondUnused(
-                    f"Invalid {name} loss: it reaches none of the surgeon's {len(params)} "
-                    "parameters (a loss of another model, or all of them frozen?); pass "
-                    "allow_unused=True if this is intended."
-                )
+            _backward(second_loss, weight=surgeon.lams[0] if main_first else 1.0, retain=False)
             direction = [p.grad for p in live]
+            check_grad_list("direction", direction, live)
             ok = run.finish_main_first(direction) if main_first else run.finish_aux_first(direction)
-            if not ok:
+            if not ok:  # skipped; on step 1 the EMA it created goes too
                 _restore(live, saved)
+                if first_step:
+                    _restart_state(surgeon)
                 return None
-    except _SecondUnused as error:
-        _restore(live, saved)
-        _restart_state(surgeon)
-        raise ValueError(
-            f"{error} .grad was restored; the EMA had been advanced and restarts from the next "
-            "step's main gradient."
-        ) from None
     except BaseException:
         _restore(live, saved)
         if advanced:
@@ -406,10 +434,6 @@ def lean_bloop(
     _finish(params, live, saved)
     surgeon.step_count += 1
     return None
-
-
-class _SecondUnused(Exception):
-    pass
 
 
 class _Run:
@@ -428,15 +452,26 @@ class _Run:
         self.index = index
         self.grads = grads
         self.hyper = hyper
-        self.blocks = {"coef_blocks": coef_blocks, "gram_blocks": gram_blocks}
-        self.kernel = {"foreach": surgeon.foreach, "kernel": surgeon.foreach}
-        self.losses: Sequence[Tensor] = ()
+        self.coef_blocks = coef_blocks
+        self.gram_blocks = gram_blocks
         self.prev: Tensor | None = None  # code order: the first Gram, [n_gram, 2, 2]
         self.emas: list[Tensor] = []
+        self.first_step = surgeon.emas is None
 
-    def _step(self, formula: Any, lists: list[list[Tensor]], out: list[Tensor], **kw: Any) -> SurgeryStep:
+    def _step(
+        self, formula: Any, lists: list[list[Tensor]], out: list[Tensor], *, norms: bool = True
+    ) -> SurgeryStep:
         return SurgeryStep(
-            formula, lists, [], hyper=self.hyper, out=out, **self.blocks, **self.kernel, **kw
+            formula,
+            lists,
+            [],
+            hyper=self.hyper,
+            out=out,
+            coef_blocks=self.coef_blocks,
+            gram_blocks=self.gram_blocks,
+            foreach=self.surgeon.foreach,
+            kernel=self.surgeon.foreach,
+            norms=norms,
         )
 
     # paper order -------------------------------------------------------------------------
@@ -466,9 +501,14 @@ class _Run:
             finite_flag(d, None, d[0].device, exact=True)
         ):
             return _fail(
-                self.surgeon, "Non-finite main gradient (inf or NaN).", changed=True
+                self.surgeon, "Non-finite main loss or gradient (inf or NaN).", changed=True
             )
-        self._step(_Blend(lambda r: torch.ones_like(r), lambda r: r), [self.emas, d], self.emas, norms=False).apply()
+        self._step(
+            _Blend(lambda r: torch.ones_like(r), lambda r: r),
+            [self.emas, d],
+            self.emas,
+            norms=False,
+        ).apply()
         return True
 
     # code order and first step -------------------------------------------------------------
@@ -525,14 +565,16 @@ class _Run:
         if not bool(ok) and not bool(finite_flag(d, None, d[0].device, exact=True)):
             return _fail(
                 self.surgeon,
-                "Non-finite aux gradient (inf or NaN), or a weight (lam) too large for it.",
-                changed=True,
+                "Non-finite direction (inf or NaN): the aux gradient is not finite, or a weight "
+                "(lam) is too large for it (lean capture sums the gradients in .grad; "
+                "capture='separate' tells them apart).",
+                changed=not self.first_step,
             )
         if not bool(ok) and not step.outputs_finite():
             return _fail(
                 self.surgeon,
                 "Non-finite direction (inf or NaN): a weight (lam) too large for these gradients.",
-                changed=True,
+                changed=not self.first_step,
             )
         step.apply()
         return True
@@ -558,10 +600,11 @@ def _check_main(
     if bool(torch.isfinite(values).all() & torch.isfinite(gram[:, 0, 0]).all()):
         return True
     names = loss_names(len(losses) - 1)
-    bad = [f"{n} loss" for n, v in zip(names, values.tolist()) if v != v or abs(v) == float("inf")]
+    bad = [n for n, v in zip(names, values.tolist()) if v != v or abs(v) == float("inf")]
     if not bool(finite_flag(grads, None, gram.device, exact=True)):
-        bad.append("main gradient")
+        bad.append("main")
     if not bad:  # only the sum of squares overflowed
         return True
-    message = f"Non-finite {' and '.join(bad)} (inf or NaN); nothing was changed."
+    bad = list(dict.fromkeys(bad))
+    message = f"Non-finite {' and '.join(bad)} loss or gradient (inf or NaN); nothing was changed."
     return _fail(surgeon, message, changed=False)

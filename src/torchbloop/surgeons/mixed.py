@@ -64,11 +64,12 @@ class Mixed(Surgeon):
     def _formula(self) -> Formula:
         return MixedFormula()
 
-    def _lean_obstacle(self, *, accumulate: bool, scale: Tensor | None, sharded: bool) -> str | None:
+    def _lean_obstacle(
+        self, *, accumulate: bool, scale: Tensor | None, sharded: bool
+    ) -> str | None:
         if any("lam" in g for g in self.param_groups):
             return "per-group lam (one backward pass weights every group alike)"
         return super()._lean_obstacle(accumulate=accumulate, scale=scale, sharded=sharded)
 
     def _lean_backward(self, losses: list[Tensor], *, allow_unused: bool) -> list[GradList] | None:
-        lean_mixed(self, losses, allow_unused=allow_unused)
-        return None
+        return lean_mixed(self, losses, allow_unused=allow_unused)
