@@ -94,9 +94,17 @@ class _Projection:
 
     name = "bloop_lean_projection"
 
-    def __init__(self, offset: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        offset: Callable[[Tensor], Tensor] | None = None,
+        *,
+        seeded: bool = False,
+        main_is_e: bool = False,
+    ) -> None:
         self.bloop = BloopFormula("paper", leak=False)
         self.offset = offset
+        self.seeded = seeded or offset is not None
+        self.main_is_e = main_is_e
 
     def num_state(self, k: int) -> int:
         del k
@@ -114,11 +122,17 @@ class _Projection:
         lam = hyper["lam"]
         if self.offset is not None:
             dot = dot - self.offset(hyper["rho"].reshape(-1))
+        if self.seeded:  # G was weighted by the backward pass's seed
             lam = torch.ones_like(lam)
         c = self.bloop.coefficients(
             _bloop_layout(gram, dot, gram[:, 1, 1]), 1, {"lam": lam, "rho": hyper["rho"]}
         )
-        return Coefficients(c.direction[:, 1:], gram.new_zeros((gram.shape[0], 0, 2)), c.info)
+        direction = c.direction[:, 1:]
+        if self.main_is_e:  # first step: E holds g_main itself, which the direction adds
+            direction = direction + torch.tensor(
+                [0.0, 1.0], dtype=direction.dtype, device=direction.device
+            )
+        return Coefficients(direction, gram.new_zeros((gram.shape[0], 0, 2)), c.info)
 
 
 class _Blend:
@@ -387,9 +401,10 @@ def lean_bloop(
     live = [p for p in params if p.requires_grad]
     if not live:  # nothing to accumulate into: the separate capture says what is wrong
         return capture(params, losses, allow_unused=allow_unused)
+    if surgeon.emas is None:
+        return _bloop_first_step(surgeon, live, losses, allow_unused=allow_unused)
     main, aux = losses
-    first_step = surgeon.emas is None
-    main_first = first_step or surgeon.ema_order == "code"
+    main_first = surgeon.ema_order == "code"
     first_loss, second_loss = (main, aux) if main_first else (aux, main)
     saved = _set_aside(live)
     advanced = False
@@ -412,7 +427,7 @@ def lean_bloop(
         dense = [g for g in grads if g is not None]
         run = _Run(surgeon, index, dense, hyper, coef_blocks, gram_blocks)
         with autocast_disabled(params):
-            ok = run.main_first(losses, first_step) if main_first else run.aux_first(losses)
+            ok = run.main_first(losses) if main_first else run.aux_first(losses)
             if not ok:
                 _restore(live, saved)
                 return None
@@ -421,10 +436,8 @@ def lean_bloop(
             direction = [p.grad for p in live]
             check_grad_list("direction", direction, live)
             ok = run.finish_main_first(direction) if main_first else run.finish_aux_first(direction)
-            if not ok:  # skipped; on step 1 the EMA it created goes too
+            if not ok:  # skipped (the EMA restarted)
                 _restore(live, saved)
-                if first_step:
-                    _restart_state(surgeon)
                 return None
     except BaseException:
         _restore(live, saved)
@@ -434,6 +447,79 @@ def lean_bloop(
     _finish(params, live, saved)
     surgeon.step_count += 1
     return None
+
+
+def _bloop_first_step(
+    surgeon: Bloop, live: list[Tensor], losses: Sequence[Tensor], *, allow_unused: bool
+) -> list[GradList] | None:
+    """Step 1 (either order projects on ``g_main``, the EMA's start): backward ``L_main``; the
+    EMA takes over the buffers of ``g_main`` (it is created from it anyway), ``.grad`` is
+    emptied; backward ``L_aux`` seeded with ``lam`` into ``.grad``; one Gram pass
+    ``<lam g_aux, g_main>``, ``||g_main||^2``, ``||lam g_aux||^2``; one pass ``.grad <- lam
+    g_aux + (1 - lam c) g_main``. The EMA is kept only if the step succeeds, so nothing changes
+    on any failure."""
+    params = surgeon._params
+    main, aux = losses
+    saved = _set_aside(live)
+    try:
+        torch.autograd.backward(main, retain_graph=True)
+        first = [p.grad for p in live]
+        if any(g is None for g in first) or not reaches(aux, live):
+            return _fallback(
+                surgeon, live, saved, first, [aux], main_first=True, allow_unused=allow_unused
+            )
+        grads = [g for g in check_grad_list("main gradient", first, live) if g is not None]
+        index = [i for i, p in enumerate(params) if p.requires_grad]
+        hyper, coef_blocks, gram_blocks, _ = surgeon._blocks(index)
+        run = _Run(surgeon, index, grads, hyper, coef_blocks, gram_blocks)
+        with autocast_disabled(params):
+            probe = run._step(_Blend(lambda r: 1 - r, lambda r: r), [grads, grads], grads)
+            if not _check_main(surgeon, probe.gram()[:, :1, :1], losses, grads):
+                _restore(live, saved)
+                return None
+            spec = surgeon.state_spec()
+            taken = dict(zip(index, grads))
+            fresh = [
+                [
+                    _as_buffer(taken[i], spec.dtype_for(p))
+                    if i in taken
+                    else torch.zeros_like(p, dtype=spec.dtype_for(p))
+                    for i, p in enumerate(params)
+                ]
+            ]
+            emas = [fresh[0][i] for i in index]
+            for p in live:
+                p.grad = None
+            _backward(aux, weight=surgeon.lams[0], retain=False)
+            for p in live:
+                if p.grad is None:  # not reached by the aux loss: its gradient is zero there
+                    p.grad = torch.zeros_like(p)
+            weighted = [p.grad for p in live]
+            check_grad_list("aux gradient", weighted, live)
+            dense = [g for g in weighted if g is not None]
+            step = run._step(_Projection(seeded=True, main_is_e=True), [dense, emas], dense)
+            gram = step.gram()
+            ok = torch.isfinite(gram[:, 0, 0]).all() & step.surely_finite()
+            if not bool(ok) and (
+                not bool(finite_flag(dense, None, dense[0].device, exact=True))
+                or not step.outputs_finite()
+            ):
+                _restore(live, saved)
+                _fail(surgeon, _second_message(losses, "aux gradient"), changed=False)
+                return None
+            step.apply()
+            surgeon._set_state_lists(fresh)
+    except BaseException:
+        _restore(live, saved)
+        raise
+    _finish(params, live, saved)
+    surgeon.step_count += 1
+    return None
+
+
+def _as_buffer(g: Tensor, dtype: torch.dtype) -> Tensor:
+    """``g`` as an EMA buffer of ``dtype`` (the tensor itself when it already is one)."""
+    return g if g.dtype == dtype else g.to(dtype)
 
 
 class _Run:
@@ -456,7 +542,6 @@ class _Run:
         self.gram_blocks = gram_blocks
         self.prev: Tensor | None = None  # code order: the first Gram, [n_gram, 2, 2]
         self.emas: list[Tensor] = []
-        self.first_step = surgeon.emas is None
 
     def _step(
         self, formula: Any, lists: list[list[Tensor]], out: list[Tensor], *, norms: bool = True
@@ -512,34 +597,20 @@ class _Run:
         return True
 
     # code order and first step -------------------------------------------------------------
-    def main_first(self, losses: Sequence[Tensor], first_step: bool) -> bool:
-        """``.grad`` holds ``g_main``: check it, then ``e <- (1 - rho) e + rho g_main`` (first
-        step: the EMA is created as a copy of ``g_main`` first, as the separate path does)."""
+    def main_first(self, losses: Sequence[Tensor]) -> bool:
+        """Code order. ``.grad`` holds ``g_main``: check it, then ``e <- (1 - rho) e + rho
+        g_main``."""
         s = self.surgeon
+        assert s.emas is not None
         g = self.grads
-        lerp = _Blend(lambda r: 1 - r, lambda r: r, dots=not first_step)
-        fresh = None
-        if first_step:
-            fresh = s.state_spec().zeros(s._params)
-            self.emas = [fresh[0][i] for i in self.index]
-            probe = self._step(_Blend(lambda r: 1 - r, lambda r: r), [g, g], g)
-            gram = probe.gram()[:, :1, :1].expand(-1, 2, 2)  # e_old := g_main
-        else:
-            assert s.emas is not None
-            self.emas = [s.emas[0][i] for i in self.index]
-            probe = self._step(lerp, [self.emas, g], self.emas)
-            gram = probe.gram().flip(1).flip(2)  # [e, g] -> [g, e]
-        self.prev = gram
-        if not _check_main(s, gram, losses, g):
+        self.emas = [s.emas[0][i] for i in self.index]
+        lerp = self._step(
+            _Blend(lambda r: 1 - r, lambda r: r, dots=True), [self.emas, g], self.emas
+        )
+        self.prev = lerp.gram().flip(1).flip(2)  # [e, g] -> [g, e]
+        if not _check_main(s, self.prev, losses, g):
             return False
-        if first_step:
-            assert fresh is not None
-            for t, src in zip(self.emas, g):
-                t.copy_(src)
-            s._set_state_lists(fresh)
-            self._step(lerp, [self.emas, g], self.emas, norms=False).apply()
-        else:
-            probe.apply()
+        lerp.apply()
         return True
 
     def finish_main_first(self, direction: list[Tensor | None]) -> bool:
@@ -557,7 +628,7 @@ class _Run:
 
             return offset
 
-        formula = _Projection()
+        formula = _Projection(seeded=True)
         step = self._step(formula, [d, self.emas], d)
         formula.offset = offset_for(step)
         gram = step.gram()
@@ -568,13 +639,13 @@ class _Run:
                 "Non-finite direction (inf or NaN): the aux gradient is not finite, or a weight "
                 "(lam) is too large for it (lean capture sums the gradients in .grad; "
                 "capture='separate' tells them apart).",
-                changed=not self.first_step,
+                changed=True,
             )
         if not bool(ok) and not step.outputs_finite():
             return _fail(
                 self.surgeon,
                 "Non-finite direction (inf or NaN): a weight (lam) too large for these gradients.",
-                changed=not self.first_step,
+                changed=True,
             )
         step.apply()
         return True
