@@ -136,7 +136,7 @@ def child(task: str, path: str, steps: int, threads: int, quick: bool) -> dict[s
         warm = step_fn(tiny, tiny_losses, other)
         for _ in range(2):
             warm()
-    del tiny, warm
+    del warm
     step = step_fn(model, losses, path)
     for p in params:
         p.grad = None
@@ -159,6 +159,32 @@ def child(task: str, path: str, steps: int, threads: int, quick: bool) -> dict[s
         "rest": rest,
         "peak": peak,
     }
+
+
+def run_timing(tasks: list[str], repeats: int, *, quick: bool = False) -> list[dict[str, object]]:
+    """Seconds per training step of every path, side by side in one process (interleaved
+    rounds, medians; :func:`_timing.measure`), as a ratio to the separate capture."""
+    from _timing import measure
+
+    rows: list[dict[str, object]] = []
+    for task in tasks:
+        model, losses = make_task(task, quick)
+        fns = {path: step_fn(model, losses, path) for path in PATHS}
+        times = measure(fns, repeats=repeats, warmup=2)  # type: ignore[arg-type]
+        for path, t in times.items():
+            base = "Bloop (separate)" if path.startswith("Bloop") else "Mixed (separate)"
+            rows.append(
+                {
+                    "task": task,
+                    "path": path,
+                    "seconds": t,
+                    "vs_separate": t / times[base] if path != "plain" else float("nan"),
+                    "vs_plain": t / times["plain"],
+                }
+            )
+        del fns, model
+        gc.collect()
+    return rows
 
 
 def measure_peak(task: str, path: str, steps: int, threads: int, quick: bool) -> dict[str, float]:
