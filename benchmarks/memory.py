@@ -21,7 +21,9 @@ Tasks: ``linear`` is one ``Linear(8192, 8192)`` (P = 256 MiB of float32 paramete
 of 16, the main loss a squared error, the aux loss ``||theta||^2 / 2`` (the paper's "small
 weights" experiment; issue 14's case): a parameter-dominated model. ``linear-out`` is the same
 model with the aux loss on the output (the mean squared output), so that plain training
-computes the weight's gradient once instead of twice. ``lm`` is a small pre-norm transformer language model
+computes the weight's gradient once instead of twice. ``mlp-wide`` is the MLP 784-2048-2048-10
+of ``training.py`` (5.8M parameters in 6 tensors, batch 256; aux loss the mean squared logits):
+parameter-dominated, but in several tensors. ``lm`` is a small pre-norm transformer language model
 (``training.CharLM``, width 256, 4 layers, context 128, batch 16; about 3.2M parameters), main
 loss the next-token cross-entropy, aux loss the squared log-partition: activation-dominated.
 """
@@ -75,6 +77,11 @@ def make_task(
         return model, linear_losses
     sys.path.insert(0, str(HERE))
     from training import VOCAB, CharLM
+    from training import make_task as training_task
+
+    if name == "mlp-wide":  # many tensors, parameter-dominated
+        task = training_task("mlp-wide", batch=64 if quick else 256)
+        return task.model, task.losses
 
     context, width = (32, 64) if quick else (128, 256)
     model = CharLM(width=width, layers=2 if quick else 4, heads=4, context=context)

@@ -276,6 +276,12 @@ class Surgeon(ABC):
         averaged over the ranks in one collective before they are combined (see
         ``process_group``).
 
+        Capture (``capture``, Bloop and Mixed): by default a call runs "lean" where it can
+        (the surgery inside ``.grad`` between ordinary backward passes: plain training's
+        memory plus the method's state) and the separate capture described above elsewhere:
+        with ``accumulate``, a ``scaler``, data-parallel averaging or sharded parameters, and
+        for the other methods always. See :mod:`torchbloop.surgeons._lean`.
+
         Args:
             main: the main loss (a scalar tensor that requires grad).
             aux: the auxiliary loss, or a list of K of them in priority order (one per lam).

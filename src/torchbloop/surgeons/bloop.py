@@ -98,6 +98,21 @@ class Bloop(Surgeon):
             group when one is initialised with several ranks (DDP works unchanged); a group:
             average over it; ``None``: never average. Sharded (FSDP2/DTensor) parameters keep
             a sharded EMA and need one ``all_reduce`` of the stacked inner products per step.
+        capture: how :meth:`backward` obtains the gradients. ``"lean"``: the surgery runs
+            inside ``.grad`` between ordinary backward passes, so no second gradient list
+            exists and a step costs plain training's memory plus the EMA (see
+            :mod:`torchbloop.surgeons._lean`). ``"separate"``: one gradient list per loss,
+            combined afterwards. ``"auto"`` (default): lean where it applies, i.e. one aux
+            loss, no diagnostics, ``nonfinite="raise"``, and a call without gradient
+            accumulation, ``GradScaler``, data-parallel averaging or sharded parameters (and
+            no parameter group with ``lam = 0``; no per-group ``lam`` on step 1 or in "code"
+            order); separate elsewhere. Both give the same direction and EMA up to rounding.
+            A step whose first backward pass (aux in "paper" order, main in "code" order and
+            on step 1) misses a parameter that requires grad captures the other loss
+            separately (no backward pass is repeated). In lean mode a non-finite gradient of
+            the second backward pass is found after the EMA was advanced: ``.grad`` is
+            restored and the EMA restarts from the next step (the error says so); everything
+            else is checked before anything changes, as in the separate mode.
 
     The EMA is created lazily from the first main gradient, so the first step projects on it.
     When ``||e||^2`` is zero or not finite the projection is skipped for that step (reported in

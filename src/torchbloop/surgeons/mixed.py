@@ -28,6 +28,13 @@ class Mixed(Surgeon):
         process_group: as for :class:`~torchbloop.Bloop` (DDP averaging).
         granularity: accepted for uniformity (Mixed takes no inner products); parameter groups
             may carry their own ``lam``.
+        capture: ``"auto"`` (default), ``"lean"`` or ``"separate"``, as for
+            :class:`~torchbloop.Bloop`: lean runs ``L_main`` backward, then every ``L_k``
+            seeded with ``lam_k``, all accumulating into ``.grad`` (no per-loss gradient list;
+            equal to the separate capture up to rounding). Auto runs lean when the main loss
+            reaches every parameter that requires grad, without per-group ``lam``, gradient
+            accumulation, ``GradScaler``, data-parallel averaging or sharded parameters. A
+            non-finite gradient of an aux loss is then reported as the direction's.
 
     Example:
         >>> import torch
