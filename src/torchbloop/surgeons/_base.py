@@ -280,7 +280,7 @@ class Surgeon(ABC):
         (the surgery inside ``.grad`` between ordinary backward passes: plain training's
         memory plus the method's state) and the separate capture described above elsewhere:
         with ``accumulate``, a ``scaler``, data-parallel averaging or sharded parameters, and
-        for the other methods always. See :mod:`torchbloop.surgeons._lean`.
+        for the other methods always. See ``torchbloop/surgeons/_lean.py``.
 
         Args:
             main: the main loss (a scalar tensor that requires grad).

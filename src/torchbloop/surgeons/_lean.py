@@ -16,15 +16,25 @@ Bloop, one auxiliary loss (method.md sections 2 and 3), ``a = lam * pi(g_aux; e)
   accumulates ``.grad = g_main + a = d``; last pass ``e <- e + rho .grad = (1 - rho) e + rho
   g_main``. The last pass cancels ``rho * a`` out of the EMA: its extra rounding is about rho
   times the direction's own (``eps * rho * ||a||``; measured in ``tests/surgeons/test_lean.py``).
-* **code order** (update the EMA first, project on the new one), and the **first step** of
-  either order (the EMA starts from ``g_main``, so both orders project on ``g_main``): backward
-  ``L_main`` into ``.grad``; Gram pass ``||g_main||^2``, ``<g_main, e>``, ``||e||^2``; one pass
-  ``e <- (1 - rho) e + rho g_main`` (first step: ``e`` a copy of ``g_main`` first); backward
-  ``lam * L_aux`` (seeded with ``lam``), accumulating ``.grad = g_main + lam g_aux``; Gram pass
-  ``<.grad, e>``, ``||e||^2``, ``||.grad||^2``, where ``lam <g_aux, e> = <.grad, e> - <g_main,
-  e>`` (the last term from the first Gram); one pass ``.grad <- .grad - lam c e``. The
-  difference of inner products is exact up to the rounding of ``.grad`` itself: the projection
-  coefficient is off by about ``eps * ||d|| / ||e||``, i.e. the direction by its own rounding.
+* **code order** (update the EMA first, project on the new one): backward ``L_main`` into
+  ``.grad``; Gram pass ``||g_main||^2``, ``<g_main, e>``, ``||e||^2``; one pass ``e <- (1 -
+  rho) e + rho g_main``; backward ``L_aux`` seeded with ``lam``, accumulating ``.grad = g_main +
+  lam g_aux``; Gram pass ``<.grad, e>``, ``||e||^2``, ``||.grad||^2``, where ``lam <g_aux, e> =
+  <.grad, e> - <g_main, e>`` (the last term from the first Gram, as the formula writes the new
+  EMA through the old vectors); one pass ``.grad <- .grad - lam c e``. The difference of inner
+  products is exact up to the rounding of ``.grad`` itself: the coefficient is off by about
+  ``eps * ||d|| / ||e||``, i.e. the direction by its own rounding.
+* **first step** of either order (the EMA starts from ``g_main``, so both orders project on
+  it): backward ``L_main``; the EMA takes over the buffers of ``g_main`` (it must be created
+  anyway) and ``.grad`` is emptied; backward ``L_aux`` seeded with ``lam`` into ``.grad``; one
+  Gram pass, one pass ``.grad <- lam g_aux + (1 - lam c) g_main``. No cancellation, and the EMA
+  is installed only when the step succeeds.
+* **Mixed**: ``L_main`` backward, then every ``L_k`` seeded with ``lam_k``, accumulating.
+
+A step is lean only where the backward passes accumulate into ``.grad`` for every parameter:
+the peak of lean Bloop is where the main gradient arrives while ``.grad`` (the projected aux
+term) and the EMA are alive, i.e. plain training plus the EMA when the model's gradient comes
+in pieces, and at worst one incoming gradient tensor more (``benchmarks/memory.py``).
 
 What does not carry over, and runs the separate capture (``capture="auto"``) or raises
 (``capture="lean"``): several auxiliary losses (a level between the first and the last needs
@@ -36,16 +46,19 @@ per loss); a parameter group with ``lam = 0`` (it sits out); per-group ``lam`` i
 on the first step (one backward pass cannot weight groups differently).
 
 A step whose first backward pass does not reach every parameter that requires grad (e.g. an
-aux loss on the weights only, or a parameter no loss reaches) captures the second loss
-separately: the first gradient is already in ``.grad``, so this costs no extra backward pass,
-only the separate path's memory for that step, and it gives exactly the separate path's result.
+aux loss on the weights only, or a parameter no loss reaches), or whose second loss is not seen
+to reach a parameter (:func:`reaches`: a walk of its graph, blind inside reentrant activation
+checkpoints), captures the other loss separately: the first gradient is already in ``.grad``,
+so no backward pass is repeated; the step costs the separate path's memory and gives exactly
+its result.
 
 Failures. Everything the first backward pass gives (the gradient, the loss values of all
-losses, a direction that would overflow) is checked before anything changes. The second
-gradient can only be checked once it has been folded into ``.grad``, after the EMA was
-advanced: a non-finite second gradient, or a second loss that reaches no parameter, restores
-``.grad`` but not the EMA, which lean capture cannot rebuild without the copy it saves; the EMA
-then restarts from the next step's main gradient (as on step 1), and the error says so.
+losses, a direction that would overflow) and whether the second loss reaches a parameter are
+checked before anything changes. The second gradient can only be checked once it has been
+folded into ``.grad``, after the EMA was advanced (paper and code order; not on step 1): a
+non-finite second gradient restores ``.grad`` but not the EMA, which lean capture cannot
+rebuild without the copy it saves; the EMA then restarts from the next step's main gradient
+(as on step 1), and the error says so.
 """
 
 from __future__ import annotations
@@ -70,7 +83,7 @@ if TYPE_CHECKING:
 Capture = Literal["auto", "lean", "separate"]
 CAPTURES = ("auto", "lean", "separate")
 
-__all__ = ["CAPTURES", "Capture", "lean_bloop", "lean_mixed"]
+__all__ = ["CAPTURES", "Capture", "lean_bloop", "lean_mixed", "reaches"]
 
 
 # --------------------------------------------------------------------------- the passes' formulas

@@ -101,7 +101,7 @@ class Bloop(Surgeon):
         capture: how :meth:`backward` obtains the gradients. ``"lean"``: the surgery runs
             inside ``.grad`` between ordinary backward passes, so no second gradient list
             exists and a step costs plain training's memory plus the EMA (see
-            :mod:`torchbloop.surgeons._lean`). ``"separate"``: one gradient list per loss,
+            ``torchbloop/surgeons/_lean.py``). ``"separate"``: one gradient list per loss,
             combined afterwards. ``"auto"`` (default): lean where it applies, i.e. one aux
             loss, no diagnostics, ``nonfinite="raise"``, and a call without gradient
             accumulation, ``GradScaler``, data-parallel averaging or sharded parameters (and
