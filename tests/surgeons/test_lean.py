@@ -433,3 +433,40 @@ def test_an_existing_grad_buffer_receives_the_direction():
     surgeon.backward(*_losses(model, 0))
     assert all(p.grad is b for p, b in zip(model.parameters(), buffers))
     assert any(bool(b.abs().sum() > 0) for b in buffers)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("foreach", [True, False])
+def test_torch_op_path_without_the_cpu_kernel(monkeypatch, order, foreach):
+    """What runs on CUDA, DTensor-free bf16 lists and without a C compiler: the contract's
+    torch-op passes (the ordered in-place writes of ``_lincomb``)."""
+    from torchbloop.functional import use_cpu_kernel
+
+    def make(params, **kw):
+        return Bloop(params, lam=0.3, rho=0.2, ema_order=order, foreach=foreach, **kw)
+
+    previous = use_cpu_kernel(False)
+    try:
+        _no_fallback(monkeypatch)
+        d_lean, e_lean, _ = _run(make, "lean", torch.float32)
+        monkeypatch.undo()
+        d_sep, e_sep, _ = _run(make, "separate", torch.float32)
+    finally:
+        use_cpu_kernel(previous)
+    eps = torch.finfo(torch.float32).eps
+    for step in range(len(d_lean)):
+        size = _norm(d_sep[step]) + _norm(e_sep[step])
+        assert _diff(d_lean[step], d_sep[step]) <= 64 * eps * size
+        assert _diff(e_lean[step], e_sep[step]) <= 64 * eps * size
+
+
+def test_bfloat16_parameters_keep_a_float32_ema_in_lean_mode():
+    model = Net(0, torch.float32).to(torch.bfloat16)
+    surgeon = Bloop(model.parameters(), lam=0.3, rho=0.2, capture="lean")
+    for step in range(3):
+        for p in model.parameters():
+            p.grad = None
+        surgeon.backward(*_losses(model, step))
+        assert all(e.dtype == torch.float32 for e in surgeon.ema)
+        assert all(p.grad.dtype == torch.bfloat16 for p in model.parameters())
+        assert all(bool(torch.isfinite(e).all()) for e in surgeon.ema)
