@@ -341,7 +341,7 @@ def test_a_non_finite_second_gradient_restores_grad_and_restarts_the_ema(order, 
 
 
 def test_auto_with_nonfinite_skip_keeps_the_ema_of_a_skipped_step():
-    model, surgeon = _primed("paper", nonfinite="skip")
+    model, surgeon = _primed("paper", nonfinite="skip", capture="auto")
     before = _snapshot(model, surgeon)
     main, aux = _losses(model, 1)
     surgeon.backward(main * float("nan"), aux)

@@ -106,7 +106,7 @@ class Surgeon(ABC):
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
         granularity: Granularity = "global",
-        capture: Capture = "auto",
+        capture: Capture = "separate",
     ) -> None:
         self.param_groups, self._params = collect_params(params)
         self._lams = self._check_lam(lam)
@@ -276,11 +276,11 @@ class Surgeon(ABC):
         averaged over the ranks in one collective before they are combined (see
         ``process_group``).
 
-        Capture (``capture``, Bloop and Mixed): by default a call runs "lean" where it can
-        (the surgery inside ``.grad`` between ordinary backward passes: plain training's
-        memory plus the method's state) and the separate capture described above elsewhere:
-        with ``accumulate``, a ``scaler``, data-parallel averaging or sharded parameters, and
-        for the other methods always. See ``torchbloop/surgeons/_lean.py``.
+        Capture (``capture``, Bloop and Mixed): with ``capture="lean"`` (or ``"auto"``, where
+        it applies) the surgery runs inside ``.grad`` between ordinary backward passes (plain
+        training's memory plus the method's state, see ``torchbloop/surgeons/_lean.py``);
+        the separate capture described above (the default) runs with ``accumulate``, a
+        ``scaler``, data-parallel averaging or sharded parameters, and for the other methods.
 
         Args:
             main: the main loss (a scalar tensor that requires grad).

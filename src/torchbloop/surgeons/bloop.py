@@ -98,21 +98,26 @@ class Bloop(Surgeon):
             group when one is initialised with several ranks (DDP works unchanged); a group:
             average over it; ``None``: never average. Sharded (FSDP2/DTensor) parameters keep
             a sharded EMA and need one ``all_reduce`` of the stacked inner products per step.
-        capture: how :meth:`backward` obtains the gradients. ``"lean"``: the surgery runs
-            inside ``.grad`` between ordinary backward passes, so no second gradient list
-            exists and a step costs plain training's memory plus the EMA (see
-            ``torchbloop/surgeons/_lean.py``). ``"separate"``: one gradient list per loss,
-            combined afterwards. ``"auto"`` (default): lean where it applies, i.e. one aux
-            loss, no diagnostics, ``nonfinite="raise"``, and a call without gradient
-            accumulation, ``GradScaler``, data-parallel averaging or sharded parameters (and
-            no parameter group with ``lam = 0``; no per-group ``lam`` on step 1 or in "code"
-            order); separate elsewhere. Both give the same direction and EMA up to rounding.
-            A step whose first backward pass (aux in "paper" order, main in "code" order and
-            on step 1) misses a parameter that requires grad captures the other loss
-            separately (no backward pass is repeated). In lean mode a non-finite gradient of
-            the second backward pass is found after the EMA was advanced: ``.grad`` is
-            restored and the EMA restarts from the next step (the error says so); everything
-            else is checked before anything changes, as in the separate mode.
+        capture: how :meth:`backward` obtains the gradients. ``"separate"`` (default): one
+            gradient list per loss, combined afterwards. ``"lean"``: the surgery runs inside
+            ``.grad`` between ordinary backward passes, so no second gradient list exists: on
+            a parameter-dominated model a step costs plain training's memory plus the EMA
+            (about one parameter-sized buffer less than the separate capture), at the price of
+            a few more passes over the gradients (7-13% slower per step on the CPU in
+            ``make bench``; equal on an activation-dominated LM, where both captures peak
+            alike); see ``torchbloop/surgeons/_lean.py``. ``"auto"``: lean wherever it
+            applies, separate elsewhere. Lean applies with one aux loss, no diagnostics, and a
+            call without gradient accumulation, ``GradScaler``, data-parallel averaging or
+            sharded parameters (and no parameter group with ``lam = 0``; no per-group ``lam``
+            on step 1 or in "code" order); ``"auto"`` also wants ``nonfinite="raise"``;
+            ``"lean"`` refuses a call it cannot run (``ValueError``, nothing changed). Both
+            captures give the same direction and EMA up to rounding. A step whose first
+            backward pass (aux in "paper" order, main in "code" order and on step 1) misses
+            a parameter that requires grad captures the other loss separately (no backward
+            pass is repeated). In lean mode a non-finite gradient of the second backward pass
+            is found after the EMA was advanced: ``.grad`` is restored and the EMA restarts
+            from the next step (the error says so); everything else is checked before
+            anything changes, as in the separate mode.
 
     The EMA is created lazily from the first main gradient, so the first step projects on it.
     When ``||e||^2`` is zero or not finite the projection is skipped for that step (reported in
@@ -174,7 +179,7 @@ class Bloop(Surgeon):
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
         granularity: Granularity = "global",
-        capture: Capture = "auto",
+        capture: Capture = "separate",
     ) -> None:
         super().__init__(
             params,

@@ -28,12 +28,12 @@ class Mixed(Surgeon):
         process_group: as for :class:`~torchbloop.Bloop` (DDP averaging).
         granularity: accepted for uniformity (Mixed takes no inner products); parameter groups
             may carry their own ``lam``.
-        capture: ``"auto"`` (default), ``"lean"`` or ``"separate"``, as for
+        capture: ``"separate"`` (default), ``"lean"`` or ``"auto"``, as for
             :class:`~torchbloop.Bloop`: lean runs ``L_main`` backward, then every ``L_k``
             seeded with ``lam_k``, all accumulating into ``.grad`` (no per-loss gradient list;
-            equal to the separate capture up to rounding). Auto runs lean when the main loss
+            equal to the separate capture up to rounding). It applies when the main loss
             reaches every parameter that requires grad, without per-group ``lam``, gradient
-            accumulation, ``GradScaler``, data-parallel averaging or sharded parameters. A
+            accumulation, ``GradScaler``, data-parallel averaging or sharded parameters; a
             non-finite gradient of an aux loss is then reported as the direction's.
 
     Example:
@@ -56,7 +56,7 @@ class Mixed(Surgeon):
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
         granularity: Granularity = "global",
-        capture: Capture = "auto",
+        capture: Capture = "separate",
     ) -> None:
         super().__init__(
             params,
