@@ -470,3 +470,17 @@ def test_bfloat16_parameters_keep_a_float32_ema_in_lean_mode():
         assert all(e.dtype == torch.float32 for e in surgeon.ema)
         assert all(p.grad.dtype == torch.bfloat16 for p in model.parameters())
         assert all(bool(torch.isfinite(e).all()) for e in surgeon.ema)
+
+
+def test_auto_runs_lean_where_it_applies_and_separate_is_the_default(monkeypatch):
+    from torchbloop.surgeons import _stages
+
+    model = Net(0, torch.float64)
+    calls = []
+    original = _stages.capture_gradients
+    monkeypatch.setattr(_stages, "capture_gradients", lambda *a: calls.append(1) or original(*a))
+    Bloop(model.parameters(), lam=0.3, capture="auto").backward(*_losses(model, 0))
+    Mixed(model.parameters(), lam=0.3, capture="auto").backward(*_losses(model, 0))
+    assert calls == []  # neither captured one list per loss
+    Bloop(model.parameters(), lam=0.3).backward(*_losses(model, 0))
+    assert calls == [1]
