@@ -37,7 +37,7 @@ import _timing  # noqa: E402
 import combination  # noqa: E402
 import kernel  # noqa: E402
 from combination import Row, run_alternatives, run_scaling, run_small_tensors  # noqa: E402
-from memory import run_memory  # noqa: E402
+from memory import run_memory, run_timing  # noqa: E402
 from torchbloop.functional import cpu_kernel_status  # noqa: E402
 from training import make_task, run_steps, run_vjp  # noqa: E402
 
@@ -49,6 +49,7 @@ FULL = {
     "repeats": 15,
     "step_repeats": 30,
     "mem_steps": 3,
+    "mem_repeats": 10,
 }
 QUICK = {
     "kernel_params": 200_000,
@@ -58,6 +59,7 @@ QUICK = {
     "repeats": 3,
     "step_repeats": 3,
     "mem_steps": 1,
+    "mem_repeats": 2,
 }
 
 
@@ -313,24 +315,43 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     if "memory" in sections:
-        mem_tasks = ["mlp"] if args.quick else ["mlp", "mlp-wide", "lm"]
-        rows_m = run_memory(mem_tasks, cfg["mem_steps"], args.threads)
+        mem_tasks = ["linear", "lm"] if args.quick else ["linear", "linear-out", "mlp-wide", "lm"]
+        rows_m = run_memory(mem_tasks, cfg["mem_steps"], args.threads, quick=args.quick)
         found["memory"] = rows_m
         emit(
             [
-                "## Peak training memory (fresh process per method; VmHWM above the warmed-up resting set)",
+                "## Peak training memory (fresh process per row; VmHWM above the warmed-up resting "
+                "parameters)",
                 "",
                 *dict_table(
                     rows_m,
                     [
                         ("task", "task", ""),
-                        ("method", "method", ""),
+                        ("path", "path", ""),
                         ("params", "params", ",d"),
-                        ("delta_mb", "peak over rest (MiB)", ".2f"),
-                        ("extra_over_mixed_mb", "over Mixed (MiB)", ".2f"),
-                        ("ema_mb", "EMA (MiB)", ".2f"),
-                        ("budget_mb", "budget (MiB)", ".2f"),
-                        ("met", "within budget", ""),
+                        ("param_mb", "P (MiB)", ".1f"),
+                        ("delta_mb", "peak over rest (MiB)", ".1f"),
+                        ("delta_p", "peak over rest (x P)", ".2f"),
+                        ("over_plain_p", "over plain (x P)", "+.2f"),
+                    ],
+                ),
+                "",
+            ]
+        )
+        rows_t = run_timing(["linear", "mlp-wide", "lm"], cfg["mem_repeats"], quick=args.quick)
+        found["memory_time"] = rows_t
+        emit(
+            [
+                "## Training step time of the same paths (one process, interleaved rounds)",
+                "",
+                *dict_table(
+                    rows_t,
+                    [
+                        ("task", "task", ""),
+                        ("path", "path", ""),
+                        ("seconds", "s", ".4f"),
+                        ("vs_separate", "x separate capture", ".3f"),
+                        ("vs_plain", "x plain", ".3f"),
                     ],
                 ),
                 "",
@@ -423,11 +444,18 @@ def targets(found: dict[str, Any]) -> list[str]:
                 f"- {row['path']} on {row['task']}: {v:.3f}x Mixed (limit 1.05x): {_verdict(v, 1.05)}"
             )
     for row in found.get("memory", []):
-        if row["method"] == "Bloop":
+        if row["path"] == "Bloop (lean)" and row["task"] == "linear":
+            over = float(row["over_plain_p"])  # type: ignore[arg-type]
             out.append(
-                f"- memory, {row['task']}: Bloop peak {row['delta_mb']:.2f} MiB over rest, budget {row['budget_mb']:.2f} MiB "
-                f"(Mixed + EMA {row['ema_mb']:.2f} MiB + 2%): {'met' if row['met'] else 'missed'}; "
-                f"beyond Mixed + EMA: {float(row['extra_over_mixed_mb']) - float(row['ema_mb']):+.2f} MiB"  # type: ignore[arg-type]
+                f"- memory (issue 14), {row['task']}: Bloop (lean) peak = plain training "
+                f"{over:+.2f} P (limit +1.1 P): {_verdict(over, 1.1)}"
+            )
+    for row in found.get("memory_time", []):
+        if str(row["path"]).endswith("(lean)"):
+            v = float(row["vs_separate"])  # type: ignore[arg-type]
+            out.append(
+                f"- time, {row['task']}: {row['path']} step = {v:.3f}x the separate capture's "
+                f"({'slower' if v > 1 else 'not slower'})"
             )
     for row in found.get("vjp", []):
         if row["path"] == "one batched VJP":

@@ -42,6 +42,7 @@ from ..functional import Formula, StepResult, SurgeryStep
 from . import _stages as stages
 from ._finite import check_step
 from ._gradients import GradList, dense
+from ._lean import CAPTURES, Capture
 from ._reuse import DirectionBuffers
 from ._state import SCALARS, StateSpec, check_count
 
@@ -94,6 +95,8 @@ class Surgeon(ABC):
     inner products are reduced over the mesh by the contract)."""
     max_aux: ClassVar[int | None] = None
     """How many auxiliary losses the method takes (``None``: any number K)."""
+    _lean_capture: ClassVar[bool] = False
+    """Whether the method can run its surgery inside ``.grad`` (:mod:`._lean`; Bloop, Mixed)."""
 
     def __init__(
         self,
@@ -104,6 +107,7 @@ class Surgeon(ABC):
         nonfinite: NonFinite = "raise",
         process_group: ProcessGroupArg = "auto",
         granularity: Granularity = "global",
+        capture: Capture = "separate",
     ) -> None:
         self.param_groups, self._params = collect_params(params)
         self._lams = self._check_lam(lam)
@@ -114,6 +118,12 @@ class Surgeon(ABC):
         self.granularity: Granularity = check_choice(  # type: ignore[assignment]
             "granularity", granularity, ("global", "group", "tensor")
         )
+        self.capture: Capture = check_choice("capture", capture, CAPTURES)  # type: ignore[assignment]
+        if self.capture == "lean" and not self._lean_capture:
+            raise ValueError(
+                f"Invalid capture='lean': {type(self).__name__} captures one gradient list per "
+                "loss (lean capture exists for Bloop and Mixed); use 'auto' or 'separate'"
+            )
         self._group_of = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
         self._step_groups: list[int] = [0]  # the groups of the last step's coefficient blocks
         if type(self)._levels is Surgeon._levels:  # subclasses with more settings check later
@@ -268,6 +278,12 @@ class Surgeon(ABC):
         averaged over the ranks in one collective before they are combined (see
         ``process_group``).
 
+        Capture (``capture``, Bloop and Mixed): with ``capture="lean"`` (or ``"auto"``, where
+        it applies) the surgery runs inside ``.grad`` between ordinary backward passes (plain
+        training's memory plus the method's state, see ``torchbloop/surgeons/_lean.py``);
+        the separate capture described above (the default) runs with ``accumulate``, a
+        ``scaler``, data-parallel averaging or sharded parameters, and for the other methods.
+
         Args:
             main: the main loss (a scalar tensor that requires grad).
             aux: the auxiliary loss, or a list of K of them in priority order (one per lam).
@@ -287,9 +303,16 @@ class Surgeon(ABC):
         losses = stages.check_losses(main, aux, self.num_aux)
         sharded = self._sharded()
         scale = loss_scale(scaler, losses[0].device)
-        scaled = losses if scale is None else [loss * scale for loss in losses]
-        grads = stages.capture(self._params, scaled, allow_unused=allow_unused)
-        stages.unscale(grads, scale)
+        lean = self._lean_plan(accumulate=accumulate, scale=scale, sharded=sharded)
+        if lean:
+            captured = self._lean_backward(losses, allow_unused=allow_unused)
+            if captured is None:
+                return
+            grads = captured  # the first loss did not reach every parameter
+        else:
+            scaled = losses if scale is None else [loss * scale for loss in losses]
+            grads = stages.capture(self._params, scaled, allow_unused=allow_unused)
+            stages.unscale(grads, scale)
         grads = self._accumulator.add(grads)
         if accumulate:
             self._accumulator.hold(grads)
@@ -318,6 +341,56 @@ class Surgeon(ABC):
     def pending_micro_batches(self) -> bool:
         """True between an ``accumulate=True`` call and the final ``backward``."""
         return self._accumulator.pending is not None
+
+    # ------------------------------------------------------------------ lean capture
+    def _lean_plan(self, *, accumulate: bool, scale: Tensor | None, sharded: bool) -> bool:
+        """Whether this ``backward`` call runs lean (see ``capture``).
+
+        Raises:
+            ValueError: ``capture="lean"`` and the call cannot run lean (nothing changed).
+        """
+        if self.capture == "separate":
+            return False
+        reason = self._lean_obstacle(accumulate=accumulate, scale=scale, sharded=sharded)
+        if reason is None and self.capture == "auto":
+            reason = self._lean_auto_obstacle()
+        if reason is None:
+            return True
+        if self.capture == "lean":
+            raise ValueError(
+                f"Invalid call with capture='lean': {reason}; lean capture cannot run it "
+                "(capture='auto' runs the separate capture there)"
+            )
+        return False
+
+    def _lean_obstacle(
+        self, *, accumulate: bool, scale: Tensor | None, sharded: bool
+    ) -> str | None:
+        """Why this call cannot run lean (``None``: it can)."""
+        if not self._lean_capture:
+            return f"{type(self).__name__} has no lean capture"
+        if accumulate or self.pending_micro_batches:
+            return "gradient accumulation holds each loss's gradients between calls"
+        if scale is not None:
+            return "a GradScaler's overflow steps must leave the state untouched"
+        if sharded:
+            return "sharded (FSDP2/DTensor) parameters"
+        if data_parallel_group(self.process_group) is not None:
+            return "data-parallel averaging of each loss's gradients"
+        groups = self._check_groups()
+        if any("lam" in g and not any(v["lam"]) for g, v in zip(self.param_groups, groups)):
+            return "a parameter group with lam = 0 sits out of the surgery"
+        return None
+
+    def _lean_auto_obstacle(self) -> str | None:
+        """What makes ``capture="auto"`` prefer the separate capture although lean could run."""
+        return None
+
+    def _lean_backward(
+        self, losses: list[Tensor], *, allow_unused: bool
+    ) -> list[GradList] | None:  # pragma: no cover - only surgeons with _lean_capture call it
+        """The lean step; ``None`` when done, else the gradients captured separately."""
+        raise NotImplementedError
 
     def combine(
         self,

@@ -22,6 +22,7 @@ __all__ = [
     "Accumulator",
     "all_reduce",
     "capture",
+    "check_captured",
     "check_losses",
     "loss_names",
     "unscale",
@@ -72,8 +73,14 @@ def capture(
             also when only some of the losses reach them. ``.grad`` is restored first.
         TypeError, ValueError: a gradient is sparse.
     """
-    grads = capture_gradients(params, losses)
-    names = loss_names(len(losses) - 1)
+    return check_captured(params, capture_gradients(params, losses), allow_unused=allow_unused)
+
+
+def check_captured(
+    params: Sequence[Tensor], grads: list[GradList], *, allow_unused: bool
+) -> list[GradList]:
+    """Check the captured gradient lists (main first): see :func:`capture`."""
+    names = loss_names(len(grads) - 1)
     unused = [name for name, g in zip(names, grads) if all(x is None for x in g)]
     if len(unused) == len(grads) or (unused and not allow_unused):
         raise ValueError(
