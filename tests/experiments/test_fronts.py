@@ -56,6 +56,43 @@ def test_aux_gap_ignores_dominated_points() -> None:
     assert F.aux_gap(a, b) == pytest.approx(-1.0)
 
 
+def test_single_point_front_is_compared_at_its_main_loss() -> None:
+    """A method without lam has one end point per seed: its gap is the difference at its own
+    main loss, when the other front spans it; touching multi-point fronts still do not count."""
+    b = np.array([[1.0, 3.0], [3.0, 1.0]])
+    point = np.array([[1.5, 2.0]])  # B's front at main 1.5: aux 2.5
+    assert F.common_interval(point, b) == (1.5, 1.5)
+    assert F.aux_gap(point, b) == pytest.approx(-0.5)
+    assert F.aux_gap(b, point) == pytest.approx(0.5)
+    assert math.isnan(F.aux_gap(np.array([[3.5, 0.1]]), b))  # outside B's span
+    assert F.common_interval(np.array([[3.0, 1.0], [4.0, 0.5]]), b) is None  # touching fronts
+
+
+def test_methods_without_lam_are_never_left_out_as_degenerate() -> None:
+    from torchbloop.methods import FIXED_LAM
+
+    def p(method: str, lam: float, main: float, aux: float, seed: int = 0) -> F.EndPoint:
+        return F.EndPoint(method, lam, seed, main, aux, start_main=2.3)
+
+    points = [
+        p("mixed", 0.0, 1.0, 4.0),
+        p("mixed", 0.1, 1.2, 2.0),
+        p("mixed", FIXED_LAM, 2.3, 0.01),
+        p("bloop", 0.0, 1.0, 4.0),
+        p("bloop", 0.1, 1.1, 2.5),
+        p("bloop", FIXED_LAM, 2.4, 0.1),
+        p("metabalance", FIXED_LAM, 1.1, 3.0),  # progress, but not a point of the lam grid
+    ]
+    assert F.degenerate_lams(points) == [FIXED_LAM]  # bloop and mixed stuck at lam = 1
+    assert not F.swept("metabalance") and F.swept("bloop@rho=0.1") and F.swept("unknown")
+    r = F.compare(points, "metabalance", "mixed", space=LINEAR)
+    assert r.excluded_lams == (FIXED_LAM,)
+    # metabalance's point kept, compared at main 1.1 on Mixed's front (1, 4)-(1.2, 2): aux 3
+    assert list(r.gap.values) == pytest.approx([0.0])
+    r = F.compare(points, "metabalance", "bloop", space=LINEAR)
+    assert list(r.gap.values) == pytest.approx([3.0 - 2.5])
+
+
 def test_dominated_share_counts() -> None:
     a = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 0.5], [np.nan, 1.0]])
     b = np.array([[1.5, 1.5]])
