@@ -230,3 +230,48 @@ def test_regime_rejects_bad_rows() -> None:
         regime.train_rows(
             prob, [regime.Row("mixed", 1.0, 1e-3)], batch=None, steps=1, seed=0, schedule="step"
         )
+
+
+def test_versus_words() -> None:
+    from torchbloop.experiments.analysis.scoreboard import versus
+
+    assert versus(F.Spread((-0.2, -0.3, -0.25)), tol=0.01) == "better than Bloop"
+    assert versus(F.Spread((0.2, 0.3, 0.25)), tol=0.01) == "worse than Bloop"
+    assert versus(F.Spread((0.001, -0.001, 0.0)), tol=0.01) == "tie"
+    assert versus(F.Spread((-0.2, 0.3, 0.05)), tol=0.01) == "unclear"
+    assert versus(F.Spread((-0.2, -0.3)), tol=0.01) == "unclear"  # two seeds
+
+
+def test_comparison_table_from_records(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A row per method from comparison/<experiment> records: gap vs Bloop and its words."""
+    from torchbloop.experiments.analysis.scoreboard import comparison_table, write
+    from torchbloop.experiments.sweep.results import complete_record, write_record
+    from torchbloop.methods import FIXED_LAM
+
+    rows = {  # (lam, main, aux) per method; A-GEM 0.1 lower in log10 aux than Bloop everywhere
+        "mixed": [(0.0, 1.0, 8.0)],
+        "bloop": [(0.1, 1.2, 4.0), (1.0, 1.6, 2.0)],
+        "agem": [(0.1, 1.2, 4.0 * 10**-0.1), (1.0, 1.6, 2.0 * 10**-0.1)],
+        "metabalance": [(FIXED_LAM, 1.2, 4.0 * 10**0.2)],  # Bloop's front at main 1.2: aux 4
+    }
+    out = tmp_path / "results"
+    for seed in range(3):
+        for method, pts_ in rows.items():
+            for lam, main, aux in pts_:
+                jitter = 1 + 0.01 * seed
+                final = {"train_main": main, "train_aux": aux * jitter}
+                final |= {"eval_main": main, "eval_aux": aux * jitter}
+                spec = RunSpec("quadratic", method, lam, 0.01, seed, "smoke")
+                write_record(out / "comparison", complete_record(spec, {"final": final}, 0.0))
+    lines = comparison_table(out)
+    assert lines[0] == "| method | quadratic (train) |"
+    by = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert set(by) == {"Mixed", "A-GEM", "MetaBalance (no lam: one point)"}
+    assert "-0.1 ± " in by["A-GEM"] and "**better than Bloop**" in by["A-GEM"]
+    assert "**worse than Bloop**" in by["MetaBalance (no lam: one point)"]
+    assert "| 0.2 ± " in by["MetaBalance (no lam: one point)"]
+    assert "n/a" in by["Mixed"] and "**unclear**" in by["Mixed"]  # one point, off Bloop's front
+    write(out)
+    page = (out / "scoreboard.md").read_text()
+    assert "\n## The other methods against Bloop" in page and "\n### " not in page
+    assert "### The other methods against Bloop" in (out / "README.md").read_text()
