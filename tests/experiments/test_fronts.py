@@ -239,7 +239,8 @@ def test_versus_words() -> None:
     assert versus(F.Spread((0.2, 0.3, 0.25)), tol=0.01) == "worse than Bloop"
     assert versus(F.Spread((0.001, -0.001, 0.0)), tol=0.01) == "tie"
     assert versus(F.Spread((-0.2, 0.3, 0.05)), tol=0.01) == "unclear"
-    assert versus(F.Spread((-0.2, -0.3)), tol=0.01) == "unclear"  # two seeds
+    assert versus(F.Spread((-0.2, -0.3)), tol=0.01) == "unclear (2 seeds)"
+    assert versus(F.Spread((math.nan,) * 3), tol=0.01) == "no overlap in main loss"
 
 
 def test_comparison_table_from_records(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -270,7 +271,7 @@ def test_comparison_table_from_records(tmp_path) -> None:  # type: ignore[no-unt
     assert "-0.1 ± " in by["A-GEM"] and "**better than Bloop**" in by["A-GEM"]
     assert "**worse than Bloop**" in by["MetaBalance (no lam: one point)"]
     assert "| 0.2 ± " in by["MetaBalance (no lam: one point)"]
-    assert "n/a" in by["Mixed"] and "**unclear**" in by["Mixed"]  # one point, off Bloop's front
+    assert "n/a" in by["Mixed"] and "**no overlap in main loss**" in by["Mixed"]  # off the front
     write(out)
     page = (out / "scoreboard.md").read_text()
     assert "\n## The other methods against Bloop" in page and "\n### " not in page

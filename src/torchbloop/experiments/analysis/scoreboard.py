@@ -413,8 +413,8 @@ def versus(gap: F.Spread, tol: float, *, n_min: int = 3) -> str:
     * ``"better than Bloop"``: ``mean + 2 se < 0`` and every seed below 0;
     * ``"worse than Bloop"``: ``mean - 2 se > 0`` and every seed above 0;
     * ``"tie"``: ``|mean| + 2 se < tol`` (within the tie tolerance beyond the seed noise);
-    * ``"unclear"``: anything else, and whenever fewer than ``n_min`` seeds have a gap (e.g.
-      the fronts do not overlap in main loss).
+    * ``"unclear"``: anything else, and whenever fewer than ``n_min`` seeds have a gap;
+    * ``"no overlap in main loss"``: no seed has a gap (the fronts cover different main losses).
 
     Example:
         >>> versus(F.Spread((0.2, 0.3, 0.25)), tol=0.01)
@@ -422,8 +422,10 @@ def versus(gap: F.Spread, tol: float, *, n_min: int = 3) -> str:
         >>> versus(F.Spread((0.001, -0.001, 0.0)), tol=0.01)
         'tie'
     """
+    if gap.n == 0:
+        return "no overlap in main loss"
     if gap.n < n_min:
-        return "unclear"
+        return f"unclear ({gap.n} seed{'s' if gap.n != 1 else ''})"
     m, se = gap.mean, gap.se
     if m + 2 * se < 0 and gap.hi < 0:
         return "better than Bloop"
@@ -517,8 +519,9 @@ def _comparison_section(results: Path) -> list[str]:
         "a lower aux loss than Bloop at the same main loss), per seed, then mean ± se [min, max];",
         "a method without lam is one point per seed, compared on Bloop's front at its own main",
         "loss. *better/worse than Bloop*: mean ± 2 se and every seed on one side of 0; *tie*:",
-        "|mean| + 2 se below the tie tolerance; *unclear* otherwise or with fewer than 3 seeds",
-        "(n/a: the fronts do not overlap in main loss). From the records in",
+        "|mean| + 2 se below the tie tolerance; *unclear* otherwise or with fewer than 3 seeds;",
+        "*no overlap*: the method's end points lie outside the main losses Bloop's front covers.",
+        "From the records in",
         f"`{COMPARISON}/`; the findings in words: [{COMPARISON}/report.md]({COMPARISON}/report.md).",
         "",
         *table,
