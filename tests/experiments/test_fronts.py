@@ -262,16 +262,22 @@ def test_comparison_table_from_records(tmp_path) -> None:  # type: ignore[no-unt
                 jitter = 1 + 0.01 * seed
                 final = {"train_main": main, "train_aux": aux * jitter}
                 final |= {"eval_main": main, "eval_aux": aux * jitter}
+                final["dist_to_bilevel_opt"] = (1.0 if method == "bloop" else 2.0) + lam + seed
                 spec = RunSpec("quadratic", method, lam, 0.01, seed, "smoke")
                 write_record(out / "comparison", complete_record(spec, {"final": final}, 0.0))
     lines = comparison_table(out)
-    assert lines[0] == "| method | quadratic (train) |"
+    assert lines[0] == (
+        "| method | quadratic (train) | quadratic: closest end point to the bilevel optimum |"
+    )
     by = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
     assert set(by) == {"Mixed", "A-GEM", "MetaBalance (no lam: one point)"}
     assert "-0.1 ± " in by["A-GEM"] and "**better than Bloop**" in by["A-GEM"]
     assert "**worse than Bloop**" in by["MetaBalance (no lam: one point)"]
     assert "| 0.2 ± " in by["MetaBalance (no lam: one point)"]
     assert "n/a" in by["Mixed"] and "**no overlap in main loss**" in by["Mixed"]  # off the front
+    # closest distance over lam: Bloop 1.1 + seed, A-GEM 2.1 + seed: 1 farther on every seed
+    assert "| 3.1 (1 ± " in by["A-GEM"] and "[1, 1] (n=3) vs Bloop): **worse than" in by["A-GEM"]
+    assert "| 3 (0.9 ± " in by["Mixed"] and "[0.9, 0.9] (n=3) vs Bloop): **worse" in by["Mixed"]
     write(out)
     page = (out / "scoreboard.md").read_text()
     assert "\n## The other methods against Bloop" in page and "\n### " not in page

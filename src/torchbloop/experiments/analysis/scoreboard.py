@@ -453,8 +453,10 @@ def comparison_table(results: str | Path) -> list[str]:
     methods = [
         m for m in METHODS if m != "bloop" and any(p.method == m for *_, ps in cells for p in ps)
     ]
-    header = "| method | " + " | ".join(f"{e} ({s})" for e, s, _ in cells) + " |"
-    lines = [header, "|---" * (len(cells) + 1) + "|"]
+    dists = _closest_to_optimum(_read(results, f"{COMPARISON}/quadratic"))
+    header = "| method | " + " | ".join(f"{e} ({s})" for e, s, _ in cells)
+    header += " | quadratic: closest end point to the bilevel optimum |" if dists else " |"
+    lines = [header, "|---" * (len(cells) + 1 + bool(dists)) + "|"]
     for m in methods:
         row = [METHODS[m].label + ("" if METHODS[m].takes_lam else " (no lam: one point)")]
         for _, _, points in cells:
@@ -466,8 +468,35 @@ def comparison_table(results: str | Path) -> list[str]:
             r = F.compare(points, m, "bloop")
             unit = "log10 aux" if r.space.log_aux else "aux"
             row.append(f"{r.gap.text()} {unit}: **{versus(r.gap, _tol(r.space))}**")
+        if dists:
+            row.append(_distance_cell(dists, m))
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return lines
+
+
+def _closest_to_optimum(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, float]]:
+    """``{method: {seed: the smallest dist_to_bilevel_opt over its end points}}``."""
+    out: dict[str, dict[int, float]] = {}
+    for r in records:
+        d = r["final"].get("dist_to_bilevel_opt", math.nan)
+        if math.isfinite(d):
+            seeds = out.setdefault(r["spec"]["method"], {})
+            seed = int(r["spec"]["seed"])
+            seeds[seed] = min(seeds.get(seed, math.inf), float(d))
+    return out
+
+
+def _distance_cell(dists: Mapping[str, Mapping[int, float]], method: str) -> str:
+    """The method's closest distance, minus Bloop's, per seed (< 0: closer than Bloop); the
+    tie tolerance is 1% of Bloop's mean distance."""
+    mine, bloop = dists.get(method, {}), dists.get("bloop", {})
+    seeds = sorted(set(mine) & set(bloop))
+    if not seeds:
+        return "not run"
+    diff = F.Spread(tuple(mine[s] - bloop[s] for s in seeds))
+    tol = 0.01 * float(np.mean([bloop[s] for s in seeds]))
+    own = F.Spread(tuple(mine[s] for s in seeds))
+    return f"{own.mean:.3g} ({diff.text()} vs Bloop): **{versus(diff, tol)}**"
 
 
 def write(results: str | Path) -> Path:
@@ -521,6 +550,9 @@ def _comparison_section(results: Path) -> list[str]:
         "loss. *better/worse than Bloop*: mean ± 2 se and every seed on one side of 0; *tie*:",
         "|mean| + 2 se below the tie tolerance; *unclear* otherwise or with fewer than 3 seeds;",
         "*no overlap*: the method's end points lie outside the main losses Bloop's front covers.",
+        "Last column: the smallest distance to the bilevel optimum over the method's end points",
+        "(per seed), then its difference to Bloop's (< 0: closer than Bloop; tie within 1% of",
+        "Bloop's distance).",
         "From the records in",
         f"`{COMPARISON}/`; the findings in words: [{COMPARISON}/report.md]({COMPARISON}/report.md).",
         "",
