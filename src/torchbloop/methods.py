@@ -40,7 +40,12 @@ from .surgeons.pcgrad import PCGrad
 if TYPE_CHECKING:
     from .surgeons._base import Surgeon
 
-__all__ = ["METHODS", "MethodInfo", "get_method"]
+__all__ = ["FIXED_LAM", "METHODS", "MethodInfo", "get_method"]
+
+FIXED_LAM = 1.0
+"""The lam recorded for a run of a method without ``lam`` (MetaBalance, the original Dynamic
+Barrier): their surgeons weight the aux term by 1 before their own rule (see
+:attr:`MethodInfo.takes_lam`)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,21 @@ class MethodInfo:
     max_aux: int | None = 1
     description: str = ""
     in_paper: bool = False
+
+    @property
+    def takes_lam(self) -> bool:
+        """Whether a sweep's lam axis applies: ``"lam"`` is among the hyperparameters.
+
+        A method without it (MetaBalance, the original Dynamic Barrier) sets the aux term's
+        weight by its own rule; a sweep runs it ONCE per seed at its defaults, whatever the lam
+        grid, and records ``lam =`` :data:`FIXED_LAM`, so its end points are single points
+        beside the other methods' fronts.
+
+        Example:
+            >>> METHODS["mixed"].takes_lam, METHODS["metabalance"].takes_lam
+            (True, False)
+        """
+        return "lam" in self.hyperparameters
 
 
 def _table(*infos: MethodInfo) -> Mapping[str, MethodInfo]:

@@ -56,6 +56,43 @@ def test_aux_gap_ignores_dominated_points() -> None:
     assert F.aux_gap(a, b) == pytest.approx(-1.0)
 
 
+def test_single_point_front_is_compared_at_its_main_loss() -> None:
+    """A method without lam has one end point per seed: its gap is the difference at its own
+    main loss, when the other front spans it; touching multi-point fronts still do not count."""
+    b = np.array([[1.0, 3.0], [3.0, 1.0]])
+    point = np.array([[1.5, 2.0]])  # B's front at main 1.5: aux 2.5
+    assert F.common_interval(point, b) == (1.5, 1.5)
+    assert F.aux_gap(point, b) == pytest.approx(-0.5)
+    assert F.aux_gap(b, point) == pytest.approx(0.5)
+    assert math.isnan(F.aux_gap(np.array([[3.5, 0.1]]), b))  # outside B's span
+    assert F.common_interval(np.array([[3.0, 1.0], [4.0, 0.5]]), b) is None  # touching fronts
+
+
+def test_methods_without_lam_are_never_left_out_as_degenerate() -> None:
+    from torchbloop.methods import FIXED_LAM
+
+    def p(method: str, lam: float, main: float, aux: float, seed: int = 0) -> F.EndPoint:
+        return F.EndPoint(method, lam, seed, main, aux, start_main=2.3)
+
+    points = [
+        p("mixed", 0.0, 1.0, 4.0),
+        p("mixed", 0.1, 1.2, 2.0),
+        p("mixed", FIXED_LAM, 2.3, 0.01),
+        p("bloop", 0.0, 1.0, 4.0),
+        p("bloop", 0.1, 1.1, 2.5),
+        p("bloop", FIXED_LAM, 2.4, 0.1),
+        p("metabalance", FIXED_LAM, 1.1, 3.0),  # progress, but not a point of the lam grid
+    ]
+    assert F.degenerate_lams(points) == [FIXED_LAM]  # bloop and mixed stuck at lam = 1
+    assert not F.swept("metabalance") and F.swept("bloop@rho=0.1") and F.swept("unknown")
+    r = F.compare(points, "metabalance", "mixed", space=LINEAR)
+    assert r.excluded_lams == (FIXED_LAM,)
+    # metabalance's point kept, compared at main 1.1 on Mixed's front (1, 4)-(1.2, 2): aux 3
+    assert list(r.gap.values) == pytest.approx([0.0])
+    r = F.compare(points, "metabalance", "bloop", space=LINEAR)
+    assert list(r.gap.values) == pytest.approx([3.0 - 2.5])
+
+
 def test_dominated_share_counts() -> None:
     a = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 0.5], [np.nan, 1.0]])
     b = np.array([[1.5, 1.5]])
@@ -193,3 +230,55 @@ def test_regime_rejects_bad_rows() -> None:
         regime.train_rows(
             prob, [regime.Row("mixed", 1.0, 1e-3)], batch=None, steps=1, seed=0, schedule="step"
         )
+
+
+def test_versus_words() -> None:
+    from torchbloop.experiments.analysis.scoreboard import versus
+
+    assert versus(F.Spread((-0.2, -0.3, -0.25)), tol=0.01) == "better than Bloop"
+    assert versus(F.Spread((0.2, 0.3, 0.25)), tol=0.01) == "worse than Bloop"
+    assert versus(F.Spread((0.001, -0.001, 0.0)), tol=0.01) == "tie"
+    assert versus(F.Spread((-0.2, 0.3, 0.05)), tol=0.01) == "unclear"
+    assert versus(F.Spread((-0.2, -0.3)), tol=0.01) == "unclear (2 seeds)"
+    assert versus(F.Spread((math.nan,) * 3), tol=0.01) == "no overlap in main loss"
+
+
+def test_comparison_table_from_records(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A row per method from comparison/<experiment> records: gap vs Bloop and its words."""
+    from torchbloop.experiments.analysis.scoreboard import comparison_table, write
+    from torchbloop.experiments.sweep.results import complete_record, write_record
+    from torchbloop.methods import FIXED_LAM
+
+    rows = {  # (lam, main, aux) per method; A-GEM 0.1 lower in log10 aux than Bloop everywhere
+        "mixed": [(0.0, 1.0, 8.0)],
+        "bloop": [(0.1, 1.2, 4.0), (1.0, 1.6, 2.0)],
+        "agem": [(0.1, 1.2, 4.0 * 10**-0.1), (1.0, 1.6, 2.0 * 10**-0.1)],
+        "metabalance": [(FIXED_LAM, 1.2, 4.0 * 10**0.2)],  # Bloop's front at main 1.2: aux 4
+    }
+    out = tmp_path / "results"
+    for seed in range(3):
+        for method, pts_ in rows.items():
+            for lam, main, aux in pts_:
+                jitter = 1 + 0.01 * seed
+                final = {"train_main": main, "train_aux": aux * jitter}
+                final |= {"eval_main": main, "eval_aux": aux * jitter}
+                final["dist_to_bilevel_opt"] = (1.0 if method == "bloop" else 2.0) + lam + seed
+                spec = RunSpec("quadratic", method, lam, 0.01, seed, "smoke")
+                write_record(out / "comparison", complete_record(spec, {"final": final}, 0.0))
+    lines = comparison_table(out)
+    assert lines[0] == (
+        "| method | quadratic (train) | quadratic: closest end point to the bilevel optimum |"
+    )
+    by = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert set(by) == {"Mixed", "A-GEM", "MetaBalance (no lam: one point)"}
+    assert "-0.1 ± " in by["A-GEM"] and "**better than Bloop**" in by["A-GEM"]
+    assert "**worse than Bloop**" in by["MetaBalance (no lam: one point)"]
+    assert "| 0.2 ± " in by["MetaBalance (no lam: one point)"]
+    assert "n/a" in by["Mixed"] and "**no overlap in main loss**" in by["Mixed"]  # off the front
+    # closest distance over lam: Bloop 1.1 + seed, A-GEM 2.1 + seed: 1 farther on every seed
+    assert "| 3.1 (1 ± " in by["A-GEM"] and "[1, 1] (n=3) vs Bloop): **worse than" in by["A-GEM"]
+    assert "| 3 (0.9 ± " in by["Mixed"] and "[0.9, 0.9] (n=3) vs Bloop): **worse" in by["Mixed"]
+    write(out)
+    page = (out / "scoreboard.md").read_text()
+    assert "\n## The other methods against Bloop" in page and "\n### " not in page
+    assert "### The other methods against Bloop" in (out / "README.md").read_text()

@@ -7,7 +7,10 @@ first gradient), so :class:`SurgeonState` presents the surgeon's declared templa
 (:meth:`~torchbloop.Surgeon.state_template`: zeros with the dtype, device and sharding the
 surgeon would give them, one per buffer of every level) and a flag that says
 whether the state was real. Under FSDP2 the EMA is a ``DTensor`` and every rank reads and writes
-its own shard. Integer state keys become strings for DCP and back.
+its own shard. A method's scalar state (GradVac's target cosine, MetaBalance's per-tensor norm
+averages, under ``"scalars"``) is a plain tensor, the same on every rank: DCP writes it once and
+every rank, or a plain process, reads it back (tested at world size 2 with FSDP2 and DDP). Integer
+state keys become strings for DCP and back.
 
 Example:
     >>> import tempfile, torch

@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         type=_lam_arg,
         help="lam values >= 0 (default: the budget's grid); with several aux losses, "
-        "comma-separated weights per run, e.g. 0.1,0.01",
+        "comma-separated weights per run, e.g. 0.1,0.01. Methods without lam ("
+        + ", ".join(n for n, i in method_table.METHODS.items() if not i.takes_lam)
+        + f") run once per seed at their defaults, recorded at lam {method_table.FIXED_LAM:g}",
     )
     r.add_argument(
         "--rho",

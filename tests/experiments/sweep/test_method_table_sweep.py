@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -77,3 +78,51 @@ def test_make_surgeon_passes_only_the_declared_hyperparameters(half_mixed: Metho
     assert isinstance(surgeon, torchbloop.Mixed) and surgeon.lam == pytest.approx(0.4)
     with pytest.raises(ValueError, match="at most 1 aux loss"):
         make_surgeon("pcgrad", [w], [0.1, 0.2], rho=0.5)
+
+
+def test_expand_runs_a_method_without_lam_once_per_seed() -> None:
+    """MetaBalance and the original barrier have no lam: one run per seed, recorded at
+    FIXED_LAM, whatever the grid (a lam sweep of them would repeat the same run)."""
+    from torchbloop.experiments.sweep.runner import expand
+
+    lams = [0.0, 0.1, 10.0]
+    specs = expand(
+        "_x",
+        ["metabalance", "original_dynamic_barrier", "agem"],
+        lams,
+        [0.01, 0.1],
+        [0, 1],
+        "smoke",
+    )
+    for method in ("metabalance", "original_dynamic_barrier"):
+        mine = [s for s in specs if s.method == method]
+        assert [(s.lam, s.seed) for s in mine] == [
+            (method_table.FIXED_LAM, 0),
+            (method_table.FIXED_LAM, 1),
+        ]
+    assert len([s for s in specs if s.method == "agem"]) == len(lams) * 2
+    assert [m for m, i in method_table.METHODS.items() if not i.takes_lam] == [
+        "metabalance",
+        "original_dynamic_barrier",
+    ]
+
+
+def test_every_table_method_runs_through_the_cli(tmp_path: Path) -> None:
+    """All methods of the table with ``--methods`` on a smoke budget, and the report."""
+    out = tmp_path / "res"
+    names = list(method_table.METHODS)
+    run = ["run", "conditioning", "--budget", "smoke", "--methods", *names, "--lams", "0.5", "2"]
+    assert main([*run, "--seeds", "0", "--out", str(out)]) == 0
+    records = read_records(out, "conditioning")
+    runs: dict[str, list[float]] = {}
+    for r in records:
+        runs.setdefault(r["spec"]["method"], []).append(r["spec"]["lam"])
+    assert set(runs) == set(names)
+    for name, info in method_table.METHODS.items():
+        assert sorted(runs[name]) == ([0.5, 2.0] if info.takes_lam else [method_table.FIXED_LAM])
+    finals = {(r["spec"]["method"], r["spec"]["lam"]): r["final"]["train_main"] for r in records}
+    assert all(math.isfinite(v) for v in finals.values())  # every run ended finite
+    assert main(["report", str(out)]) == 0
+    text = (out / "conditioning" / "report.md").read_text()
+    for info in method_table.METHODS.values():
+        assert f"| {info.label} |" in text

@@ -70,6 +70,7 @@ __all__ = [
     "pair_table",
     "plain_reference",
     "plot_fronts",
+    "swept",
     "verdict",
     "write_front_report",
 ]
@@ -231,18 +232,36 @@ def interpolate_front(
 def common_interval(
     a_xy: NDArray[np.float64], b_xy: NDArray[np.float64]
 ) -> tuple[float, float] | None:
-    """The main-loss interval both fronts span, or None when they do not overlap (or touch)."""
+    """The main-loss interval both fronts span, or None when they do not overlap (or touch).
+
+    A single-point front (a method without lam, see
+    :attr:`torchbloop.methods.MethodInfo.takes_lam`, or one seed's lone finite end point)
+    spans its own main loss: the interval is that one value when the other front spans it.
+
+    Example:
+        >>> common_interval(np.array([[2.0, 1.0]]), np.array([[1.0, 3.0], [3.0, 1.0]]))
+        (2.0, 2.0)
+        >>> common_interval(np.array([[4.0, 1.0]]), np.array([[1.0, 3.0], [3.0, 1.0]])) is None
+        True
+    """
     fa, fb = front(a_xy), front(b_xy)
     if len(fa) == 0 or len(fb) == 0:
         return None
     lo, hi = max(fa[0, 0], fb[0, 0]), min(fa[-1, 0], fb[-1, 0])
-    return (float(lo), float(hi)) if hi > lo else None
+    if hi > lo or (hi == lo and min(len(fa), len(fb)) == 1):
+        return (float(lo), float(hi))
+    return None
 
 
 def aux_gap(a_xy: NDArray[np.float64], b_xy: NDArray[np.float64], grid: int = GRID_POINTS) -> float:
     """Mean of ``aux_A - aux_B`` over the common main-loss interval of the two fronts.
 
-    Negative: A's front is below B's (lower aux at the same main loss). NaN: no overlap.
+    Negative: A's front is below B's (lower aux at the same main loss). NaN: no overlap. A
+    single-point front is compared at its own main loss (:func:`common_interval`).
+
+    Example:
+        >>> aux_gap(np.array([[2.0, 1.0]]), np.array([[1.0, 3.0], [3.0, 1.0]]))
+        -1.0
     """
     interval = common_interval(a_xy, b_xy)
     if interval is None:
@@ -291,6 +310,26 @@ class Reference:
         return point
 
 
+def swept(method: str) -> bool:
+    """Whether a method label (``"bloop"``, ``"bloop@rho=0.01"``) is swept over lam: False for
+    the table's methods without lam (one end point per seed, see
+    :attr:`torchbloop.methods.MethodInfo.takes_lam`); True for unknown labels.
+
+    Example:
+        >>> swept("bloop@rho=0.01"), swept("metabalance"), swept("not_in_the_table")
+        (True, False, True)
+    """
+    from torchbloop.methods import METHODS
+
+    info = METHODS.get(method.split("@")[0])
+    return info is None or info.takes_lam
+
+
+def _kept(points: Sequence[EndPoint], excluded: Sequence[float]) -> list[EndPoint]:
+    """``points`` without the lam values left out (methods without lam always kept)."""
+    return [p for p in points if p.lam not in excluded or not swept(p.method)]
+
+
 def plain_reference(points: Sequence[EndPoint], main_factor: float = MAIN_FACTOR) -> Reference:
     """``(main_factor x plain main, plain aux)`` from the ``lam = 0`` runs (Mixed's if any).
 
@@ -320,11 +359,13 @@ def degenerate_lams(points: Sequence[EndPoint]) -> list[float]:
 
     A method is degenerate at a lam when its seed-mean end main loss is within
     :data:`NO_PROGRESS` of its seed-mean main loss at initialisation (``start_main``) or above
-    it, or not finite. Unknown starts never count.
+    it, or not finite. Unknown starts never count. Methods without lam (single points, see
+    :func:`swept`) take no part: their recorded lam is not a point of the grid.
     """
     by: dict[float, dict[str, list[EndPoint]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
-        by[p.lam][p.method].append(p)
+        if swept(p.method):
+            by[p.lam][p.method].append(p)
     out = []
     for lam, methods in sorted(by.items()):
         flags = []
@@ -407,7 +448,7 @@ def compare(
     space = space or Space.choose(points)
     reference = reference or plain_reference(points)
     excluded = degenerate_lams(points)
-    kept = [p for p in points if p.lam not in excluded]
+    kept = _kept(points, excluded)
     seeds = sorted(
         {p.seed for p in kept if p.method == a} & {p.seed for p in kept if p.method == b}
     )
@@ -551,7 +592,7 @@ def plot_fronts(
             xerr=[arr[:, 1] - arr[:, 2], arr[:, 3] - arr[:, 1]],
             yerr=[arr[:, 4] - arr[:, 5], arr[:, 6] - arr[:, 4]],
             color=colour,
-            marker="o",
+            marker="o" if swept(method) else "D",  # a diamond: a method without lam
             ms=4,
             lw=1,
             capsize=2,
@@ -591,7 +632,7 @@ def plot_fronts(
         kept = points
         if reference is not None:
             excluded = degenerate_lams(points)
-            kept = [p for p in points if p.lam not in excluded]
+            kept = _kept(points, excluded)
         seeds = sorted(
             {p.seed for p in kept if p.method == a} & {p.seed for p in kept if p.method == b}
         )
@@ -612,6 +653,7 @@ def plot_fronts(
                 lw=2.0 if s is None else 0.8,
                 alpha=1.0 if s is None else 0.5,
                 label="seed-mean fronts" if s is None else f"seed {s}",
+                marker="o" if interval[0] == interval[1] else None,  # a single-point front
             )
         bx.axhline(0, color="gray", lw=0.8)
         if space.log_main:

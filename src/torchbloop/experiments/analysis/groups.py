@@ -42,6 +42,12 @@ def takes_rho(method: str) -> bool:
     return info is not None and "rho" in info.hyperparameters
 
 
+def takes_lam(method: str) -> bool:
+    """Whether a sweep's lam axis applies to ``method`` (True for methods not in the table)."""
+    info = method_table.METHODS.get(method)
+    return info is None or info.takes_lam
+
+
 def lam_key(record: Record) -> tuple[float, ...]:
     """A sortable, hashable form of the record's lam (one float per aux weight)."""
     return lam_levels(record["spec"]["lam"])

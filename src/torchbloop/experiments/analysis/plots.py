@@ -7,6 +7,10 @@
 * :func:`curve_plot`: the ``curves`` of records, one panel per ``panel`` (or y label).
 * :func:`metric_vs_lam_plot`: final metrics against lam, one line per method.
 
+A method without lam (:attr:`torchbloop.methods.MethodInfo.takes_lam`: MetaBalance, the original
+Dynamic Barrier) is drawn as one diamond per seed on the Pareto plot, with no lam and no front,
+and has no line against lam.
+
 Names and colours come from the method table (:mod:`.groups`). matplotlib (the
 ``experiments`` extra) is imported when a figure is drawn, so importing this module never
 fails without it: :func:`pyplot` raises :class:`MissingExtraError` naming the extra.
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..sweep.registry import Record, format_lam
-from .groups import group_method, group_records, lam_key, method_colour
+from .groups import group_method, group_records, lam_key, method_colour, takes_lam
 from .pareto import front
 
 __all__ = [
@@ -158,19 +162,21 @@ def _pareto_panel(
             [[r["final"].get(kx, math.nan), r["final"].get(ky, math.nan)] for r in recs],
             dtype=float,
         )
-        sizes = [18 + 10 * lam_rank[lam_key(r)] for r in recs]
+        with_lam = takes_lam(group_method(recs))  # without: one diamond per seed, no lam
+        sizes = [18 + 10 * lam_rank[lam_key(r)] if with_lam else 40 for r in recs]
         ax.scatter(
             pts[:, 0],
             pts[:, 1],
             s=sizes,
             color=color,
-            label=label,
+            label=label if with_lam else f"{label} (no lam)",
+            marker="o" if with_lam else "D",
             edgecolors="k",
             linewidths=0.4,
             zorder=3,
         )
         for r, (x, y) in zip(recs, pts):
-            if math.isfinite(x) and math.isfinite(y):
+            if with_lam and math.isfinite(x) and math.isfinite(y):
                 ax.annotate(
                     format_lam(r["spec"]["lam"]),
                     (x, y),
@@ -180,7 +186,7 @@ def _pareto_panel(
                     textcoords="offset points",
                 )
         f = front(pts)
-        if len(f) > 1:
+        if with_lam and len(f) > 1:
             ax.plot(f[:, 0], f[:, 1], color=color, lw=1.6, zorder=2)
     if logx:
         ax.set_xscale("log")
@@ -295,7 +301,8 @@ def metric_vs_lam_plot(
 ) -> Path:
     """Final metrics vs lam (lam > 0, log x), one line per method group.
 
-    With several aux weights per run, x is the first (highest-priority) weight.
+    With several aux weights per run, x is the first (highest-priority) weight. Methods
+    without lam (MetaBalance, the original Dynamic Barrier: one run per seed) have no line.
 
     Args:
         keys: ``(final key, y label, y scale)`` per panel.
@@ -303,6 +310,8 @@ def metric_vs_lam_plot(
     curves = []
     groups = group_records(records)
     for label, recs in groups.items():
+        if not takes_lam(group_method(recs)):
+            continue
         colour = group_colour(groups, label)
         recs = sorted((r for r in recs if lam_key(r)[0] > 0), key=lam_key)
         for key, ylabel, yscale in keys:

@@ -33,11 +33,13 @@ from . import fronts as F
 
 __all__ = [
     "Claim",
+    "comparison_table",
     "ema_regime_claim",
     "front_claim",
     "main",
     "quadratic_claims",
     "scoreboard_table",
+    "versus",
     "write",
 ]
 
@@ -412,6 +414,109 @@ def _negative(c: Claim, points: Sequence[F.EndPoint]) -> Claim:
     return Claim(c.id, c.claim, c.test, c.number, v, c.budget, c.report)
 
 
+COMPARISON = "comparison"
+"""The results sub-root of the all-methods comparison (``docs/results/comparison``)."""
+
+COMPARISON_CELLS: tuple[tuple[str, str], ...] = (
+    ("quadratic", "train"),
+    ("smooth_mlp_mnist", "train"),
+    ("smooth_mlp_mnist", "eval"),
+)
+"""The (experiment, split) columns of the methods table."""
+
+
+def versus(gap: F.Spread, tol: float, *, n_min: int = 3) -> str:
+    """Words for a method's gap against Bloop (``aux_method - aux_bloop``, < 0: the method lower).
+
+    * ``"better than Bloop"``: ``mean + 2 se < 0`` and every seed below 0;
+    * ``"worse than Bloop"``: ``mean - 2 se > 0`` and every seed above 0;
+    * ``"tie"``: ``|mean| + 2 se < tol`` (within the tie tolerance beyond the seed noise);
+    * ``"unclear"``: anything else, and whenever fewer than ``n_min`` seeds have a gap;
+    * ``"no overlap in main loss"``: no seed has a gap (the fronts cover different main losses).
+
+    Example:
+        >>> versus(F.Spread((0.2, 0.3, 0.25)), tol=0.01)
+        'worse than Bloop'
+        >>> versus(F.Spread((0.001, -0.001, 0.0)), tol=0.01)
+        'tie'
+    """
+    if gap.n == 0:
+        return "no overlap in main loss"
+    if gap.n < n_min:
+        return f"unclear ({gap.n} seed{'s' if gap.n != 1 else ''})"
+    m, se = gap.mean, gap.se
+    if m + 2 * se < 0 and gap.hi < 0:
+        return "better than Bloop"
+    if m - 2 * se > 0 and gap.lo > 0:
+        return "worse than Bloop"
+    if abs(m) + 2 * se < tol:
+        return "tie"
+    return "unclear"
+
+
+def comparison_table(results: str | Path) -> list[str]:
+    """One row per method of the comparison sweeps (``results/comparison/<experiment>``): its
+    aux gap against Bloop at matched main loss per (experiment, split), with seed spread and
+    :func:`versus` words. Empty when the comparison has no records."""
+    from torchbloop.methods import METHODS
+
+    results = Path(results)
+    cells: list[tuple[str, str, list[F.EndPoint]]] = []
+    for exp, split in COMPARISON_CELLS:
+        recs = _read(results, f"{COMPARISON}/{exp}")
+        if recs:
+            cells.append((exp, split, F.end_points(recs, split)))
+    if not cells:
+        return []
+    methods = [
+        m for m in METHODS if m != "bloop" and any(p.method == m for *_, ps in cells for p in ps)
+    ]
+    dists = _closest_to_optimum(_read(results, f"{COMPARISON}/quadratic"))
+    header = "| method | " + " | ".join(f"{e} ({s})" for e, s, _ in cells)
+    header += " | quadratic: closest end point to the bilevel optimum |" if dists else " |"
+    lines = [header, "|---" * (len(cells) + 1 + bool(dists)) + "|"]
+    for m in methods:
+        row = [METHODS[m].label + ("" if METHODS[m].takes_lam else " (no lam: one point)")]
+        for _, _, points in cells:
+            if not any(p.method == m for p in points) or not any(
+                p.method == "bloop" for p in points
+            ):
+                row.append("not run")
+                continue
+            r = F.compare(points, m, "bloop")
+            unit = "log10 aux" if r.space.log_aux else "aux"
+            row.append(f"{r.gap.text()} {unit}: **{versus(r.gap, _tol(r.space))}**")
+        if dists:
+            row.append(_distance_cell(dists, m))
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    return lines
+
+
+def _closest_to_optimum(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, float]]:
+    """``{method: {seed: the smallest dist_to_bilevel_opt over its end points}}``."""
+    out: dict[str, dict[int, float]] = {}
+    for r in records:
+        d = r["final"].get("dist_to_bilevel_opt", math.nan)
+        if math.isfinite(d):
+            seeds = out.setdefault(r["spec"]["method"], {})
+            seed = int(r["spec"]["seed"])
+            seeds[seed] = min(seeds.get(seed, math.inf), float(d))
+    return out
+
+
+def _distance_cell(dists: Mapping[str, Mapping[int, float]], method: str) -> str:
+    """The method's closest distance, minus Bloop's, per seed (< 0: closer than Bloop); the
+    tie tolerance is 1% of Bloop's mean distance."""
+    mine, bloop = dists.get(method, {}), dists.get("bloop", {})
+    seeds = sorted(set(mine) & set(bloop))
+    if not seeds:
+        return "not run"
+    diff = F.Spread(tuple(mine[s] - bloop[s] for s in seeds))
+    tol = 0.01 * float(np.mean([bloop[s] for s in seeds]))
+    own = F.Spread(tuple(mine[s] for s in seeds))
+    return f"{own.mean:.3g} ({diff.text()} vs Bloop): **{versus(diff, tol)}**"
+
+
 def write(results: str | Path) -> Path:
     """Write ``results/scoreboard.md`` and the marked section of ``results/README.md``."""
     results = Path(results)
@@ -432,10 +537,12 @@ def write(results: str | Path) -> Path:
             "",
             *table,
             "",
+            *_comparison_section(results),
         ]
     )
     # a page of its own starts at H1 (the docs site renders it); the README's block is a section
-    (results / "scoreboard.md").write_text(text.replace("## Scoreboard", "# Scoreboard", 1))
+    page = text.replace("## Scoreboard", "# Scoreboard", 1).replace("\n### ", "\n## ")
+    (results / "scoreboard.md").write_text(page)
     readme = results / "README.md"
     old = readme.read_text() if readme.exists() else "# Results\n"
     block = f"{START}\n{text}{END}\n"
@@ -446,6 +553,30 @@ def write(results: str | Path) -> Path:
         new = f"{head}\n\n{block}\n{rest.lstrip()}"
     readme.write_text(new)
     return readme
+
+
+def _comparison_section(results: Path) -> list[str]:
+    table = comparison_table(results)
+    if not table:
+        return []
+    return [
+        "### The other methods against Bloop (the Table-1 comparison)",
+        "",
+        "Each method's aux loss minus Bloop's at matched main loss (negative: the method reaches",
+        "a lower aux loss than Bloop at the same main loss), per seed, then mean ± se [min, max];",
+        "a method without lam is one point per seed, compared on Bloop's front at its own main",
+        "loss. *better/worse than Bloop*: mean ± 2 se and every seed on one side of 0; *tie*:",
+        "|mean| + 2 se below the tie tolerance; *unclear* otherwise or with fewer than 3 seeds;",
+        "*no overlap*: the method's end points lie outside the main losses Bloop's front covers.",
+        "Last column: the smallest distance to the bilevel optimum over the method's end points",
+        "(per seed), then its difference to Bloop's (< 0: closer than Bloop; tie within 1% of",
+        "Bloop's distance).",
+        "From the records in",
+        f"`{COMPARISON}/`; the findings in words: [{COMPARISON}/report.md]({COMPARISON}/report.md).",
+        "",
+        *table,
+        "",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

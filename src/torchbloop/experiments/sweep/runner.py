@@ -51,8 +51,11 @@ def expand(
     """All runs of a sweep, in the order given.
 
     A method whose table entry (:data:`torchbloop.methods.METHODS`) does not list ``rho`` gets
-    one run per lam (at ``rhos[0]``); ``variants`` maps a method to its extra variants, each
-    run beside the plain method (see :meth:`Experiment.variants_of`).
+    one run per lam (at ``rhos[0]``); one that does not list ``lam`` (MetaBalance, the original
+    Dynamic Barrier: no weight to sweep) gets one run per seed, whatever ``lams``, recorded at
+    ``lam =`` :data:`~torchbloop.methods.FIXED_LAM` (see
+    :attr:`~torchbloop.methods.MethodInfo.takes_lam`); ``variants`` maps a method to its extra
+    variants, each run beside the plain method (see :meth:`Experiment.variants_of`).
 
     Raises:
         ValueError: an unknown method (the message lists the valid ones).
@@ -61,9 +64,10 @@ def expand(
     for method in methods:
         info = method_table.get_method(method)
         method_rhos = rhos if "rho" in info.hyperparameters else rhos[:1]
+        method_lams = lams if info.takes_lam else [method_table.FIXED_LAM]
         for variant in ("", *(variants or {}).get(method, ())):
             for rho in method_rhos:
-                for lam in lams:
+                for lam in method_lams:
                     for seed in seeds:
                         specs.append(
                             RunSpec(
