@@ -86,6 +86,8 @@ def gram(
     first = locals_[0]
     device = first[0].device if first else torch.device("cpu")
     dtype = gram_dtype(device)
+    if torch.compiler.is_compiling():
+        return _traced_gram(locals_, block_of, n_blocks, pairs, dtype, device)
     sizes = [t.numel() for t in first]
     chunk = CHUNK if device.type == "cpu" else CHUNK_ACCELERATOR
     members: list[list[int]] = [[] for _ in range(n_blocks)]
@@ -109,6 +111,40 @@ def gram(
         else:
             blocks.append(torch.stack(parts).sum(0) if len(parts) > 1 else parts[0])
     return torch.stack(blocks)
+
+
+def _traced_gram(
+    lists: Sequence[Sequence[Tensor]],
+    block_of: Sequence[int] | None,
+    n_blocks: int,
+    pairs: Sequence[tuple[int, int]] | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """The Gram under ``torch.compile``: one converted product and sum per tensor and pair.
+
+    The chunked eager form (slices copied into a buffer, a matmul per chunk) becomes hundreds of
+    small kernels once traced; written per tensor, the compiler fuses the conversion, the
+    products and the sums into a few loops that read each tensor once.
+    """
+    n = len(lists)
+    count = len(lists[0]) if lists else 0
+    wanted = list(pairs) if pairs is not None else [(i, j) for i in range(n) for j in range(i, n)]
+    blocks = list(block_of) if block_of is not None else [0] * count
+    out = torch.zeros((n_blocks, n, n), dtype=dtype, device=device)
+    lists = [[torch.view_as_real(t) if t.is_complex() else t for t in ts] for ts in lists]
+    for i, j in dict.fromkeys((min(p), max(p)) for p in wanted):
+        for b in range(n_blocks):
+            terms = [
+                (lists[i][t].to(dtype) * lists[j][t].to(dtype)).sum()
+                for t in range(count)
+                if blocks[t] == b and lists[i][t].numel()
+            ]
+            if terms:
+                value = torch.stack(terms).sum()
+                out[b, i, j] = value
+                out[b, j, i] = value
+    return out
 
 
 def _rows(lists: Sequence[Sequence[Tensor]], group: list[tuple[int, int, int]]) -> list[Tensor]:
