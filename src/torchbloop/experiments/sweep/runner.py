@@ -132,6 +132,10 @@ def _end_workers(before: set[int | None]) -> None:
         p.terminate()
     for p in workers:
         p.join(timeout=5)
+    for p in workers:  # a worker stuck where SIGTERM cannot end it
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
 
 
 class _Progress:
