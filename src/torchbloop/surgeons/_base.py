@@ -438,12 +438,12 @@ class Surgeon(ABC):
             raise RuntimeError(
                 "combine() called while micro-batches are pending; finish with backward()"
             )
-        self._sharded()
+        sharded = self._sharded()
         targets = None if out is None else check_grad_list("out", out, self._params)
         # Detached (a graph must not reach the state); strided views made dense so that the
         # step takes the same (fused) path, and so the same rounding, as for plain tensors.
         grads = [[None if g is None else _plain_tensor(g.detach()) for g in gs] for gs in grads]
-        reuse = targets is None and not is_sharded(self._params)
+        reuse = targets is None and not sharded
         if reuse:  # the last call's buffers when the caller has let go of them (see _reuse)
             targets = self._direction_buffers.get(
                 [
