@@ -43,7 +43,7 @@ test-distributed: $(STAMP)
 	$(PY) -m pytest -q -m "distributed and not slow" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow and not intermittent" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples docs/site

@@ -113,16 +113,35 @@ def _ignore_sigint() -> None:
 @contextlib.contextmanager
 def _sigint_blocked() -> Iterator[None]:
     """Hold Ctrl-C back in the block (main thread only); a Ctrl-C pressed meanwhile arrives
-    when it ends. Processes spawned in the block start with SIGINT blocked (inherited), so
-    they never see it before :func:`_ignore_sigint` ignores it."""
+    when it ends, at a clean point.
+
+    Two layers, because blocking SIGINT in this thread does not keep it out of the process: the
+    kernel then hands it to another thread that does not block it (a BLAS or OpenMP thread
+    started at import), Python's C handler runs there, and ``KeyboardInterrupt`` used to be
+    raised here anyway, in the middle of ``ProcessPoolExecutor.submit``. Raised between the
+    start of a worker and its registration, it left a worker nobody ended, which kept the run
+    (and the terminal's pipes) alive after Ctrl-C. So:
+
+    - the signal mask blocks SIGINT, which processes spawned in the block inherit: they never
+      see it before :func:`_ignore_sigint` ignores it;
+    - a Python-level handler records a SIGINT that arrives meanwhile; at the end the previous
+      handler is restored and the signal raised again in this thread.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    if previous is None:  # a handler installed outside Python: the default stands in for it
+        previous = signal.SIG_DFL
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        signal.signal(signal.SIGINT, previous)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if caught:  # delivered to this thread now, handled by the restored handler
+            signal.raise_signal(signal.SIGINT)
 
 
 def _end_workers(before: set[int | None]) -> None:
