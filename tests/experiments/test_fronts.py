@@ -353,3 +353,12 @@ def test_ema_ablation_claims_need_three_seeds() -> None:
     }
     v = _ema_verdicts(losses, seeds=2)
     assert all(x == "inconclusive (2 seeds)" for x in v.values()), v
+
+
+def test_reference_lines_far_outside_the_data_are_named_not_drawn() -> None:
+    from torchbloop.experiments.analysis.fronts import _near
+
+    assert _near(2.5, (2.3, 2.6), log=True)
+    assert _near(2.7, (2.3, 2.6), log=False)  # within half the span beyond the edge
+    assert not _near(4.77, (2.3, 2.6), log=True)  # the joint LM's 2 x plain main loss
+    assert not _near(-1.0, (0.1, 1.0), log=True) and not _near(math.nan, (0.0, 1.0), log=False)

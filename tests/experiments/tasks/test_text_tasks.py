@@ -342,3 +342,15 @@ def test_registered_experiments() -> None:
         assert len(exp.lams_for("paper")) >= len(exp.lams_for("default"))
     assert get("ema_ablation").rhos == (0.001, 0.01, 0.1, 0.9)
     assert len(get("joint_lm").lams_for("paper")) == 17  # 16 values + 0, as in the paper
+
+
+def test_mixed_loss_envelope_is_the_mean_of_the_per_seed_envelopes() -> None:
+    def rec(seed: int, main: float, aux: float) -> dict[str, Any]:
+        spec = {"method": "bloop", "rho": 0.01, "lam": 0.1, "seed": seed}
+        return {"spec": spec, "final": {"eval_main": main, "eval_aux": aux}}
+
+    # Seed 0 reaches main 1.0, seed 1 only 2.0: at t = 0 the pooled minimum would say 1.0.
+    records = [rec(0, 1.0, 5.0), rec(0, 3.0, 1.0), rec(1, 2.0, 4.0), rec(1, 4.0, 2.0)]
+    by_seed = joint_lm.mixed_loss_envelopes_by_seed(records, [0.0, 1.0])
+    assert by_seed == {"Bloop": {0: [1.0, 1.0], 1: [2.0, 2.0]}}
+    assert joint_lm.mixed_loss_envelopes(records, [0.0, 1.0]) == {"Bloop": [1.5, 1.5]}

@@ -543,6 +543,35 @@ def _style(method: str) -> tuple[str, str]:
     return info.label + suffix, info.colour
 
 
+def _near(value: float, lim: tuple[float, float], log: bool, slack: float = 0.5) -> bool:
+    """Whether ``value`` lies within the axis range ``lim`` widened by ``slack`` of its span."""
+    if not math.isfinite(value) or (log and value <= 0):
+        return False
+    lo, hi = (math.log10(v) for v in lim) if log else lim
+    v = math.log10(value) if log else value
+    pad = slack * (hi - lo)
+    return lo - pad <= v <= hi + pad
+
+
+def _plain_ticks(ax: Any, log_x: bool, log_y: bool) -> None:
+    """Tick labels such as ``2.3`` instead of ``2.3 x 10^0`` on log axes (narrow ranges)."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
+
+    for log, axis in ((log_x, ax.xaxis), (log_y, ax.yaxis)):
+        if not log:
+            continue
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0 or hi / lo > 100:  # wide ranges: the decades are the clearest labels
+            continue
+        if hi / lo < 3:  # within a few percent to a factor of 3: evenly spaced values
+            axis.set_major_locator(MaxNLocator(nbins=6))
+            axis.set_major_formatter(FormatStrFormatter("%.4g"))
+        else:
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)))
+            axis.set_major_formatter(FormatStrFormatter("%.3g"))
+        axis.set_minor_formatter(FormatStrFormatter(""))
+
+
 def plot_fronts(
     points: Sequence[EndPoint],
     path: Path,
@@ -608,19 +637,27 @@ def plot_fronts(
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
-    if reference is not None:
-        ax.axvline(reference.main, color="k", ls="--", lw=0.8)
-        ax.axhline(
-            reference.aux,
-            color="k",
-            ls="--",
-            lw=0.8,
-            label="HV reference (2x plain main, plain aux)",
-        )
     if space.log_main:
         ax.set_xscale("log")
     if space.log_aux:
         ax.set_yscale("log")
+    if reference is not None:
+        # The data stay in view: a reference line far outside them is named, not drawn.
+        xlim, ylim = ax.get_xlim(), ax.get_ylim()
+        off = []
+        if _near(reference.main, xlim, space.log_main):
+            ax.axvline(reference.main, color="k", ls="--", lw=0.8)
+        else:
+            off.append(f"main {reference.main:.3g}")
+        if _near(reference.aux, ylim, space.log_aux):
+            ax.axhline(reference.aux, color="k", ls="--", lw=0.8)
+        else:
+            off.append(f"aux {reference.aux:.3g}")
+        label = "HV reference (2x plain main, plain aux)"
+        if off:
+            label += f"; off the plot: {', '.join(off)}"
+        ax.plot([], [], color="k", ls="--", lw=0.8, label=label)
+    _plain_ticks(ax, space.log_main, space.log_aux)
     ax.set_xlabel("main loss (end of run)")
     ax.set_ylabel("aux loss (end of run)")
     ax.set_title(title, fontsize=9)
@@ -658,6 +695,7 @@ def plot_fronts(
         bx.axhline(0, color="gray", lw=0.8)
         if space.log_main:
             bx.set_xscale("log")
+        _plain_ticks(bx, space.log_main, False)
         unit = "log10 aux" if space.log_aux else "aux"
         bx.set_xlabel("main loss (common interval of both fronts)")
         bx.set_ylabel(f"{unit}: {_style(a)[0]} - {_style(b)[0]} (< 0: {_style(a)[0]} lower)")

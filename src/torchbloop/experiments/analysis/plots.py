@@ -259,7 +259,10 @@ def pareto_plot(
 
 
 def curve_plot(curves: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
-    """Plot curves (dicts with x, y, label, xlabel, ylabel[, panel, xscale, yscale])."""
+    """Plot curves (dicts with x, y, label, xlabel, ylabel[, panel, xscale, yscale, band]).
+
+    ``band``: ``(lower, upper)`` values at each x, drawn shaded in the curve's colour.
+    """
     plt = pyplot()
     panels: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for c in curves:
@@ -277,6 +280,9 @@ def curve_plot(curves: Sequence[Mapping[str, Any]], path: Path, title: str) -> P
                 color=c.get("color"),
                 ls=c.get("linestyle", "-"),
             )
+            if c.get("band") is not None:
+                lo, hi = c["band"]
+                ax.fill_between(c["x"], lo, hi, color=c.get("color"), alpha=0.15, lw=0)
         for axis in ("x", "y"):  # log only where the panel has a positive finite value
             scale = cs[0].get(f"{axis}scale", "linear")
             if scale == "log" and not _has_positive(v for c in cs for v in c[axis]):
