@@ -33,12 +33,14 @@ def run(spec: RunSpec) -> Record:
 
 
 def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
-    """Eval (and train) main and aux losses over training, one line per rho (and Mixed)."""
+    """Eval (and train) main and aux losses over training: a colour per rho (Mixed in black),
+    one line per seed."""
     groups = group_records(records)
     curves = []
     for gi, (label, recs) in enumerate(groups.items()):
         color = "k" if recs[0]["spec"]["method"] != "bloop" else f"C{gi}"
-        for r in recs:
+        n = len({r["spec"].get("seed", 0) for r in recs})
+        for i, r in enumerate(recs):
             t = r["trajectory"]
             for key, panel in (
                 ("eval_main", "eval main loss (Austen)"),
@@ -50,7 +52,8 @@ def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
                     {
                         "x": t["step"][1:],
                         "y": t[key][1:],
-                        "label": label,
+                        # one legend entry per group, however many seeds it has
+                        "label": (f"{label} ({n} seeds)" if n > 1 else label) if i == 0 else None,
                         "color": color,
                         "panel": panel,
                         "xlabel": "step",
@@ -61,7 +64,7 @@ def plot(records: Sequence[Record], out_dir: Path) -> list[Path]:
         curve_plot(
             curves,
             out_dir / "ema_curves.png",
-            f"EMA ablation (lam = {LAM:g}): losses over training per rho",
+            f"EMA ablation (lam = {LAM:g}): losses over training per rho, one line per seed",
         )
     ]
 
