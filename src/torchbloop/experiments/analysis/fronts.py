@@ -673,6 +673,7 @@ def plot_fronts(
         seeds = sorted(
             {p.seed for p in kept if p.method == a} & {p.seed for p in kept if p.method == b}
         )
+        drawn = 0
         for s in [*seeds, None]:
             src = kept if s is not None else _mean_points(kept)
             pa = space.xy([p for p in src if p.method == a and (s is None or p.seed == s)])
@@ -680,6 +681,7 @@ def plot_fronts(
             interval = common_interval(pa, pb)
             if interval is None:
                 continue
+            drawn += 1
             xs = np.linspace(*interval, GRID_POINTS)
             diff = interpolate_front(front(pa), xs) - interpolate_front(front(pb), xs)
             xplot = 10**xs if space.log_main else xs
@@ -700,7 +702,18 @@ def plot_fronts(
         bx.set_xlabel("main loss (common interval of both fronts)")
         bx.set_ylabel(f"{unit}: {_style(a)[0]} - {_style(b)[0]} (< 0: {_style(a)[0]} lower)")
         bx.set_title("aux gap at matched main loss", fontsize=9)
-        bx.legend(fontsize=7)
+        if drawn:
+            bx.legend(fontsize=7)
+        else:  # e.g. each front is one point and the two differ in main loss
+            bx.text(
+                0.5,
+                0.5,
+                "the two fronts share no main-loss interval\n(on any seed, nor their seed means)",
+                ha="center",
+                va="center",
+                transform=bx.transAxes,
+                fontsize=9,
+            )
         bx.grid(alpha=0.3, which="both")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
