@@ -362,3 +362,27 @@ def test_reference_lines_far_outside_the_data_are_named_not_drawn() -> None:
     assert _near(2.7, (2.3, 2.6), log=False)  # within half the span beyond the edge
     assert not _near(4.77, (2.3, 2.6), log=True)  # the joint LM's 2 x plain main loss
     assert not _near(-1.0, (0.1, 1.0), log=True) and not _near(math.nan, (0.0, 1.0), log=False)
+
+
+def test_a_collapsed_run_does_not_stretch_its_front_for_the_gap() -> None:
+    # b's strongest lam collapsed the network (end main = start main = 5): its front must not be
+    # interpolated from (1, 4) towards (5, -100), which would credit b with aux -22 at main 2.
+    start = 5.0
+    a = [
+        F.EndPoint("a", lam, s, m, x, start)
+        for s in range(3)
+        for lam, m, x in [(0.0, 1.0, 5.0), (0.1, 1.0, 3.0), (1.0, 2.0, 1.0)]
+    ]
+    b = [
+        F.EndPoint("b", lam, s, m, x, start)
+        for s in range(3)
+        for lam, m, x in [(0.0, 1.0, 5.0), (0.1, 1.0, 4.0), (1.0, 5.0, -100.0)]
+    ]
+    r = F.compare(a + b, "a", "b", space=LINEAR)
+    assert r.gap.values == (-1.0, -1.0, -1.0)  # b's front is its one real point, at main 1
+    assert r.extra["collapsed"] == (("b", 1.0),)
+    assert r.excluded_lams == ()  # a progressed at lam 1: not degenerate for every method
+    assert r.b_dominated.mean == 2 / 3  # dominance still counts the collapsed run
+    assert F.collapsed(F.EndPoint("b", 1.0, 0, 4.96, 0.0, start))
+    assert not F.collapsed(F.EndPoint("b", 1.0, 0, 4.94, 0.0, start))
+    assert not F.collapsed(F.EndPoint("b", 1.0, 0, 9.0, 0.0))  # unknown start

@@ -22,7 +22,9 @@ the seeds as a mean with its standard error and min-max (:class:`Spread`):
    training) add nothing. Lam values whose end points are degenerate for EVERY method (the
    seed-mean main loss less than 1% below its value at initialisation: no progress on the main task, as
    a network collapsed to chance by a too strong penalty) are left out of all three metrics and
-   listed (:func:`degenerate_lams`).
+   listed (:func:`degenerate_lams`). A single run that made no progress (:func:`collapsed`)
+   is left out of its method's front for the aux gaps of point 1, even where other methods did
+   progress at its lam: the front would otherwise be interpolated towards a collapsed network.
 
 A secondary number, declared before the sweeps were read: the gap at ONE main loss,
 :data:`NEAR_PLAIN` x plain training's (a 5% higher main loss than plain training), the regime
@@ -60,6 +62,7 @@ __all__ = [
     "Space",
     "Spread",
     "aux_gap",
+    "collapsed",
     "common_interval",
     "compare",
     "degenerate_lams",
@@ -379,6 +382,20 @@ def degenerate_lams(points: Sequence[EndPoint]) -> list[float]:
     return out
 
 
+def collapsed(p: EndPoint) -> bool:
+    """Whether one run made no progress on the main loss: its end main loss is within
+    :data:`NO_PROGRESS` of its value at initialisation or above it (e.g. a network collapsed to
+    chance by a too strong penalty), or not finite. Unknown starts never count.
+
+    Such an end point is left out of its method's front for the aux gaps (not for dominance or
+    hypervolume): the piecewise-linear front would otherwise run from the method's last real
+    trade-off to the collapsed network and credit it with aux losses it never reached in between.
+    """
+    if not math.isfinite(p.main):
+        return True
+    return math.isfinite(p.start_main) and p.main >= (1.0 - NO_PROGRESS) * p.start_main
+
+
 @dataclass(frozen=True)
 class PairResult:
     """Metrics of method ``a`` against method ``b`` (see the module docstring)."""
@@ -453,6 +470,8 @@ def compare(
         {p.seed for p in kept if p.method == a} & {p.seed for p in kept if p.method == b}
     )
     ref_xy = reference.xy(space)
+    moving = [p for p in kept if not collapsed(p)]  # the fronts the gaps interpolate
+    gone = sorted({(p.method, p.lam) for p in kept if collapsed(p) and p.method in (a, b)})
 
     def xy(method: str, seed: int | None, pts: Sequence[EndPoint] = kept) -> NDArray[np.float64]:
         return space.xy([p for p in pts if p.method == method and (seed is None or p.seed == seed)])
@@ -461,14 +480,15 @@ def compare(
     gaps, near_gaps, intervals, a_dom, b_dom, hv_a, hv_b = [], [], [], [], [], [], []
     for s in seeds:
         pa, pb = xy(a, s), xy(b, s)
-        gaps.append(aux_gap(pa, pb))
-        near_gaps.append(gap_at(pa, pb, float(near)))
-        intervals.append(common_interval(pa, pb))
+        ga, gb = xy(a, s, moving), xy(b, s, moving)
+        gaps.append(aux_gap(ga, gb))
+        near_gaps.append(gap_at(ga, gb, float(near)))
+        intervals.append(common_interval(ga, gb))
         a_dom.append(dominated_share(pa, pb))
         b_dom.append(dominated_share(pb, pa))
         hv_a.append(hypervolume_2d(pa, ref_xy))
         hv_b.append(hypervolume_2d(pb, ref_xy))
-    means = _mean_points(kept)
+    means = [p for p in _mean_points(kept) if not collapsed(p)]
     return PairResult(
         a,
         b,
@@ -484,6 +504,7 @@ def compare(
         Spread(tuple(b_dom)),
         Spread(tuple(hv_a)),
         Spread(tuple(hv_b)),
+        {"collapsed": tuple(gone)},
     )
 
 
@@ -519,7 +540,8 @@ def pair_table(results: Sequence[PairResult]) -> list[str]:
     lines = [
         "| A vs B | seeds | aux gap A-B at matched main (per seed: mean ± se [min, max]) | "
         f"gap of seed-mean fronts | gap at main = {NEAR_PLAIN:g} x plain | "
-        "A's points dominated by B | B's points dominated by A | HV A | HV B | lam left out |",
+        "A's points dominated by B | B's points dominated by A | HV A | HV B | "
+        "lam left out (degenerate for all; gaps only: collapsed runs) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -527,9 +549,18 @@ def pair_table(results: Sequence[PairResult]) -> list[str]:
             f"| {r.a} vs {r.b} | {len(r.seeds)} | {r.gap.text()} | {r.gap_of_means:.3g} | "
             f"{r.gap_near_plain.text()} | "
             f"{r.a_dominated.text(2)} | {r.b_dominated.text(2)} | {r.hv_a.text()} | "
-            f"{r.hv_b.text()} | {', '.join(f'{x:g}' for x in r.excluded_lams) or 'none'} |"
+            f"{r.hv_b.text()} | {_left_out(r)} |"
         )
     return lines
+
+
+def _left_out(r: PairResult) -> str:
+    """The lams left out of every metric, and the collapsed runs left out of the gaps."""
+    parts = [", ".join(f"{x:g}" for x in r.excluded_lams)] if r.excluded_lams else []
+    gone = r.extra.get("collapsed", ())
+    if gone:
+        parts.append("gaps only: " + ", ".join(f"{m} {lam:g}" for m, lam in gone))
+    return "; ".join(parts) or "none"
 
 
 def _style(method: str) -> tuple[str, str]:
@@ -674,8 +705,9 @@ def plot_fronts(
             {p.seed for p in kept if p.method == a} & {p.seed for p in kept if p.method == b}
         )
         drawn = 0
+        moving = [p for p in kept if not collapsed(p)]  # as in compare(): no collapsed runs
         for s in [*seeds, None]:
-            src = kept if s is not None else _mean_points(kept)
+            src = moving if s is not None else [q for q in _mean_points(kept) if not collapsed(q)]
             pa = space.xy([p for p in src if p.method == a and (s is None or p.seed == s)])
             pb = space.xy([p for p in src if p.method == b and (s is None or p.seed == s)])
             interval = common_interval(pa, pb)
